@@ -1,0 +1,1 @@
+//! Attestation policy: which enclave measurements, roots and freshness a verifier accepts.

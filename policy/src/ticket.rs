@@ -1,0 +1,1 @@
+//! Signing tickets: the one-time authorisation the api issues and the enclave checks.
