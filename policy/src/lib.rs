@@ -6,4 +6,5 @@
 #![deny(missing_docs)]
 
 pub mod attestation;
+pub mod replay;
 pub mod ticket;
