@@ -336,7 +336,8 @@ mod tests {
     #[test]
     fn a_valid_ticket_passes() {
         let t = key().issue(claims(TicketOperation::Sign, b"hi")).unwrap();
-        let got = verify_ticket(&t, &key(), &expect(TicketOperation::Sign, b"hi"), NOW + 1).unwrap();
+        let got =
+            verify_ticket(&t, &key(), &expect(TicketOperation::Sign, b"hi"), NOW + 1).unwrap();
         assert_eq!(got.key_id, "key-1");
     }
 
@@ -345,10 +346,34 @@ mod tests {
         let t = key().issue(claims(TicketOperation::Sign, b"hi")).unwrap();
         let e = expect(TicketOperation::Sign, b"hi");
         let cases: Vec<(TicketExpectation, TicketError)> = vec![
-            (TicketExpectation { operation: TicketOperation::DestroyKey, ..e }, TicketError::WrongOperation),
-            (TicketExpectation { key_id: "key-2", ..e }, TicketError::WrongKey),
-            (TicketExpectation { identity_id: Some("id-bob"), ..e }, TicketError::WrongIdentity),
-            (TicketExpectation { payload: b"other", ..e }, TicketError::WrongPayload),
+            (
+                TicketExpectation {
+                    operation: TicketOperation::DestroyKey,
+                    ..e
+                },
+                TicketError::WrongOperation,
+            ),
+            (
+                TicketExpectation {
+                    key_id: "key-2",
+                    ..e
+                },
+                TicketError::WrongKey,
+            ),
+            (
+                TicketExpectation {
+                    identity_id: Some("id-bob"),
+                    ..e
+                },
+                TicketError::WrongIdentity,
+            ),
+            (
+                TicketExpectation {
+                    payload: b"other",
+                    ..e
+                },
+                TicketError::WrongPayload,
+            ),
         ];
         for (exp, err) in cases {
             assert_eq!(verify_ticket(&t, &key(), &exp, NOW).unwrap_err(), err);
@@ -359,7 +384,10 @@ mod tests {
     fn time_rules() {
         let t = key().issue(claims(TicketOperation::Sign, b"")).unwrap();
         let e = expect(TicketOperation::Sign, b"");
-        assert_eq!(verify_ticket(&t, &key(), &e, NOW + 30), Err(TicketError::Expired));
+        assert_eq!(
+            verify_ticket(&t, &key(), &e, NOW + 30),
+            Err(TicketError::Expired)
+        );
         assert_eq!(
             verify_ticket(&t, &key(), &e, NOW - MAX_CLOCK_SKEW_SECS - 1),
             Err(TicketError::NotYetValid)
@@ -367,11 +395,17 @@ mod tests {
         assert!(verify_ticket(&t, &key(), &e, NOW - MAX_CLOCK_SKEW_SECS).is_ok());
         let mut long = claims(TicketOperation::Sign, b"");
         long.expires_at = NOW + MAX_TICKET_TTL_SECS + 1;
-        assert_eq!(key().issue(long.clone()).unwrap_err(), TicketError::BadLifetime);
+        assert_eq!(
+            key().issue(long.clone()).unwrap_err(),
+            TicketError::BadLifetime
+        );
         // A long-lived ticket with a valid MAC (made by a buggy or hostile issuer) is refused too.
         let mac = key().mac_of(&long).finalize().into_bytes().into();
         let forged_ttl = Ticket { claims: long, mac };
-        assert_eq!(verify_ticket(&forged_ttl, &key(), &e, NOW), Err(TicketError::BadLifetime));
+        assert_eq!(
+            verify_ticket(&forged_ttl, &key(), &e, NOW),
+            Err(TicketError::BadLifetime)
+        );
     }
 
     #[test]
@@ -380,15 +414,24 @@ mod tests {
         let e = expect(TicketOperation::Sign, b"");
         let mut altered = t.clone();
         altered.claims.nonce[0] ^= 1;
-        assert_eq!(verify_ticket(&altered, &key(), &e, NOW), Err(TicketError::BadMac));
+        assert_eq!(
+            verify_ticket(&altered, &key(), &e, NOW),
+            Err(TicketError::BadMac)
+        );
         let mut altered = t.clone();
         altered.claims.expires_at += 1;
-        assert_eq!(verify_ticket(&altered, &key(), &e, NOW), Err(TicketError::BadMac));
+        assert_eq!(
+            verify_ticket(&altered, &key(), &e, NOW),
+            Err(TicketError::BadMac)
+        );
         let other = TicketKey::from_bytes([8; 32]);
         assert_eq!(verify_ticket(&t, &other, &e, NOW), Err(TicketError::BadMac));
         let mut v2 = t.clone();
         v2.claims.version = 2;
-        assert_eq!(verify_ticket(&v2, &key(), &e, NOW), Err(TicketError::UnsupportedVersion(2)));
+        assert_eq!(
+            verify_ticket(&v2, &key(), &e, NOW),
+            Err(TicketError::UnsupportedVersion(2))
+        );
     }
 
     #[test]
