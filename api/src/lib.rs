@@ -1,2 +1,17 @@
-//! Placeholder; see the crate description.
+//! The host API: HTTPS for applications and people, relaying key operations to the enclave.
+//!
+//! The api authenticates callers, keeps records and issues tickets, but never sees key
+//! material: everything secret stays behind the proxy, inside the enclave.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod enclave;
+pub mod error;
+pub mod pem;
+pub mod routes;
+pub mod server;
+pub mod tls;
+
+pub use config::{ApiConfig, Mode};
+pub use error::ApiError;

@@ -6,12 +6,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod frame;
 pub mod keycert;
 pub mod message;
 pub mod secret;
 pub mod transport;
 
+pub use client::EnclaveClient;
 pub use frame::{DEFAULT_FRAME_CAP, FrameReader, WRITE_CHUNK, write_frame};
 pub use message::{
     EnclaveErrorCode, ErrorBody, PROTOCOL_VERSION, Request, RequestEnvelope, Response,

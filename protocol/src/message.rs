@@ -37,6 +37,8 @@ pub enum Request {
     },
     /// Signs `message` with ECDSA P-384 / SHA-384.
     Sign {
+        /// The key to sign with; the ticket must name the same key.
+        key_id: String,
         /// A `Sign` ticket over this message.
         ticket: Ticket,
         /// The message to sign.
@@ -45,6 +47,8 @@ pub enum Request {
     },
     /// Zeroizes and forgets a key.
     DestroyKey {
+        /// The key to destroy; the ticket must name the same key.
+        key_id: String,
         /// A `DestroyKey` ticket over the empty payload.
         ticket: Ticket,
     },
@@ -187,6 +191,8 @@ pub enum EnclaveErrorCode {
     AttestationFailed,
     /// Something inside the enclave failed; details stay inside.
     Internal,
+    /// The enclave cannot be reached (reported by the host proxy).
+    Unavailable,
 }
 
 /// An error answer: a stable code and a human message free of secrets.

@@ -1,0 +1,217 @@
+//! Configuration: a TOML file, overridden by `ENCLOSURE_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use enclosure_protocol::Address;
+use serde::Deserialize;
+
+/// Whether dev conveniences are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Local development: self-signed TLS, dev attester, dev keys — announced loudly.
+    #[default]
+    Dev,
+    /// Production: every dev convenience is refused.
+    Production,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable has an invalid value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Production mode was asked to use a dev convenience.
+    #[error("production mode refuses {0}")]
+    DevInProduction(&'static str),
+}
+
+/// The api's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// dev or production.
+    #[serde(default)]
+    pub mode: Mode,
+    /// HTTPS listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The data directory (dev TLS certificate, SQLite file, dev keys).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The enclave, normally through the host proxy: unix:///path or vsock://CID:PORT.
+    pub enclave: String,
+    /// TLS certificate chain (PEM). In dev, generated under the data directory when absent.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./enclosure-data")
+}
+
+impl ApiConfig {
+    /// A dev configuration for a data directory and proxy address.
+    pub fn dev(data_dir: &Path, enclave: &Address, listen: SocketAddr) -> Self {
+        ApiConfig {
+            mode: Mode::Dev,
+            listen,
+            data_dir: data_dir.to_path_buf(),
+            enclave: enclave.to_string(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+
+    /// Loads a TOML file, then applies environment overrides and checks the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: ApiConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies `ENCLOSURE_*` overrides from `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("ENCLOSURE_MODE") {
+            self.mode = match v.as_str() {
+                "dev" => Mode::Dev,
+                "production" => Mode::Production,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "ENCLOSURE_MODE",
+                        message: "expected dev or production".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("ENCLOSURE_LISTEN") {
+            self.listen = v.parse().map_err(|_| ConfigError::Env {
+                name: "ENCLOSURE_LISTEN",
+                message: "expected HOST:PORT".into(),
+            })?;
+        }
+        if let Some(v) = get("ENCLOSURE_ENCLAVE") {
+            self.enclave = v;
+        }
+        if let Some(v) = get("ENCLOSURE_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("ENCLOSURE_TLS_CERT") {
+            self.tls_cert = Some(v.into());
+        }
+        if let Some(v) = get("ENCLOSURE_TLS_KEY") {
+            self.tls_key = Some(v.into());
+        }
+        Ok(())
+    }
+
+    /// Checks the settings hang together, and that production uses no dev convenience.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.enclave_address()?;
+        if self.mode == Mode::Production && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(ConfigError::DevInProduction(
+                "a generated self-signed TLS certificate (set tls_cert and tls_key)",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Parse {
+                path: PathBuf::new(),
+                message: "tls_cert and tls_key go together".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parsed enclave address.
+    pub fn enclave_address(&self) -> Result<Address, ConfigError> {
+        self.enclave.parse().map_err(|_| ConfigError::Env {
+            name: "enclave",
+            message: format!(
+                "{:?} is not unix:///path, vsock://CID:PORT or tcp://HOST:PORT",
+                self.enclave
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ApiConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn production_refuses_a_generated_certificate() {
+        let cfg = parse("mode = \"production\"\nenclave = \"unix:///run/p.sock\"\n");
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::DevInProduction(_))
+        ));
+        let cfg = parse(
+            "mode = \"production\"\nenclave = \"unix:///run/p.sock\"\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+        );
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut cfg = parse("enclave = \"unix:///a.sock\"\n");
+        cfg.apply_env(|k| match k {
+            "ENCLOSURE_LISTEN" => Some("127.0.0.1:9443".into()),
+            "ENCLOSURE_MODE" => Some("production".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 9443);
+        assert_eq!(cfg.mode, Mode::Production);
+        let err = cfg.apply_env(|k| (k == "ENCLOSURE_MODE").then(|| "prod".into()));
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_addresses_are_refused() {
+        assert!(toml::from_str::<ApiConfig>("enclave = \"unix:///a\"\nlisten_port = 1\n").is_err());
+        assert!(parse("enclave = \"http://x\"\n").validate().is_err());
+    }
+}

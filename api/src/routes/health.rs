@@ -1,0 +1,96 @@
+//! `GET /v1/health`: the api, the database and the enclave, each reported.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use enclosure_protocol::{Request, Response};
+use serde::Serialize;
+
+use crate::server::AppState;
+
+/// The health report.
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    /// "ok" when every part is healthy, "degraded" otherwise.
+    pub status: &'static str,
+    /// The api process itself.
+    pub api: ComponentHealth,
+    /// The enclave, through the proxy.
+    pub enclave: EnclaveHealth,
+}
+
+/// A part that is simply up or down.
+#[derive(Debug, Serialize)]
+pub struct ComponentHealth {
+    /// "ok" or "down".
+    pub status: &'static str,
+}
+
+/// What the enclave says about itself.
+#[derive(Debug, Serialize)]
+pub struct EnclaveHealth {
+    /// "ok" or "down".
+    pub status: &'static str,
+    /// "nitro" or "dev", when reachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Keys the enclave holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<u64>,
+    /// Whether the ticket key is provisioned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<bool>,
+    /// Enclave uptime in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Reports health; 200 when all is well, 503 otherwise, with the same body shape.
+pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<HealthReport>) {
+    let enclave = match state.enclave.call(Request::Health).await {
+        Ok(Response::Health {
+            mode,
+            key_count,
+            provisioned,
+            uptime_secs,
+            ..
+        }) => EnclaveHealth {
+            status: "ok",
+            mode: Some(mode),
+            key_count: Some(key_count),
+            provisioned: Some(provisioned),
+            uptime_secs: Some(uptime_secs),
+            error: None,
+        },
+        Ok(_) => down("unexpected answer to Health".into()),
+        Err(e) => down(e.to_string()),
+    };
+    let ok = enclave.status == "ok";
+    let report = HealthReport {
+        status: if ok { "ok" } else { "degraded" },
+        api: ComponentHealth { status: "ok" },
+        enclave,
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report))
+}
+
+fn down(error: String) -> EnclaveHealth {
+    EnclaveHealth {
+        status: "down",
+        mode: None,
+        key_count: None,
+        provisioned: None,
+        uptime_secs: None,
+        error: Some(error),
+    }
+}

@@ -1,0 +1,108 @@
+//! `enclosure-enclave`: the enclave service process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use enclosure_attestation::{Attester, DevAttester, NsmAttester};
+use enclosure_enclave::server::{ServeOptions, serve};
+use enclosure_enclave::service::DEFAULT_REPLAY_CAPACITY;
+use enclosure_enclave::{DevSealer, Enclave, EnclaveConfig, Sealer, SystemClock};
+use enclosure_protocol::{Address, Listener};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Real Nitro hardware: NSM attester, no dev conveniences.
+    Nitro,
+    /// Local development: dev attester and dev sealer, announced loudly.
+    Dev,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "enclosure-enclave", about = "The Enclosure enclave service")]
+struct Args {
+    /// Where to listen: vsock://CID:PORT in an enclave, unix:///path in development.
+    #[arg(long, env = "ENCLOSURE_ENCLAVE_LISTEN")]
+    listen: Address,
+    /// nitro (production) or dev.
+    #[arg(long, value_enum, default_value = "nitro", env = "ENCLOSURE_MODE")]
+    mode: Mode,
+    /// Data directory for the dev attester's CA (dev mode only).
+    #[arg(long, default_value = "./enclosure-data")]
+    data_dir: PathBuf,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, default_value_t = enclosure_protocol::DEFAULT_FRAME_CAP)]
+    frame_cap: u32,
+    /// Live ticket nonces remembered; when full, new tickets are refused.
+    #[arg(long, default_value_t = DEFAULT_REPLAY_CAPACITY)]
+    replay_capacity: usize,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let (attester, sealer): (Arc<dyn Attester>, Option<Arc<dyn Sealer>>) = match args.mode {
+        Mode::Nitro => {
+            let nsm = NsmAttester::open().context("opening /dev/nsm")?;
+            // No production sealer is built in yet: backups are refused rather than sealed
+            // under a key anyone could know.
+            tracing::warn!("nitro mode without a production sealer: backups are disabled");
+            (Arc::new(nsm), None)
+        }
+        Mode::Dev => {
+            let dev = DevAttester::load_or_create(&args.data_dir.join("dev-ca"))
+                .context("loading the dev attester CA")?;
+            tracing::warn!(
+                "DEV MODE: attestation documents come from the software dev attester and are \
+                 trusted only by policies that name its root; backups use the fixed dev sealing \
+                 key, which anyone can open. Never use dev mode with real keys."
+            );
+            (Arc::new(dev), Some(Arc::new(DevSealer::new())))
+        }
+    };
+    if matches!(args.listen, Address::Vsock { .. }) && args.mode == Mode::Dev {
+        bail!("dev mode listens on unix:// or tcp:// addresses only");
+    }
+    let enclave = Arc::new(Enclave::new(EnclaveConfig {
+        attester,
+        sealer,
+        clock: Arc::new(SystemClock),
+        replay_capacity: args.replay_capacity,
+    })?);
+    let listener = Listener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, mode = ?args.mode, "enclave ready");
+    let opts = ServeOptions {
+        frame_cap: args.frame_cap,
+        max_connections: args.max_connections,
+    };
+    tokio::select! {
+        r = serve(listener, enclave, opts) => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
