@@ -27,6 +27,10 @@ pub fn synthetic(len: usize, seed: u64) -> Vec<u8> {
 pub fn write_tree(root: &Path) {
     fs::create_dir_all(root.join("bin")).unwrap();
     fs::create_dir_all(root.join("etc/empty")).unwrap();
+    // Explicit modes, so the archive does not depend on the umask of the machine.
+    for d in ["bin", "etc", "etc/empty"] {
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
     fs::write(root.join("init"), b"#!/bin/sh\nexec /bin/app\n").unwrap();
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(root.join("bin/app"), synthetic(150_000, 7)).unwrap();
