@@ -88,7 +88,7 @@ pub fn check_pcrs(info: &EifInfo, expected: &ExpectedPcrs) -> Vec<PcrCheck> {
                     ),
                 ),
                 1 => (m.pcr1, "kernel ‖ cmdline ‖ ramdisk 0".into()),
-                2 if ramdisks > 1 => (m.pcr2, format!("ramdisk 1..{}", ramdisks - 1)),
+                2 if ramdisks > 1 => (m.pcr2, ramdisk_range(1, ramdisks)),
                 2 => (m.pcr2, "nothing (single ramdisk)".into()),
                 _ => match m.pcr8 {
                     Some(p) => (p, "DER of the signing certificate".into()),
@@ -105,6 +105,13 @@ pub fn check_pcrs(info: &EifInfo, expected: &ExpectedPcrs) -> Vec<PcrCheck> {
             }
         })
         .collect()
+}
+
+fn ramdisk_range(first: usize, count: usize) -> String {
+    match count.saturating_sub(first) {
+        0 | 1 => format!("ramdisk {first}"),
+        _ => format!("ramdisks {first}..={}", count - 1),
+    }
 }
 
 /// One section compared with the reference image's section at the same position.
@@ -218,6 +225,80 @@ pub fn diff_entries(ours: &[CpioEntry], theirs: &[CpioEntry]) -> Vec<EntryDiff> 
                 theirs: y.cloned(),
                 differences,
             })
+        })
+        .collect()
+}
+
+/// Plain-language reasons for a mismatch, derived from which registers differ.
+///
+/// PCR1 covers kernel, cmdline and the first ramdisk; PCR2 the other ramdisks; PCR0 all of
+/// them. So the pattern of mismatches narrows down where the difference is.
+pub fn diagnose(checks: &[PcrCheck]) -> Vec<String> {
+    let state = |i: u8| checks.iter().find(|c| c.index == i).and_then(|c| c.matches);
+    let mut out = Vec::new();
+    match (state(0), state(1), state(2)) {
+        (_, Some(true), Some(false)) => out.push(
+            "kernel, cmdline and the bootstrap ramdisk (ramdisk 0) are as expected; the difference is in the application ramdisks (1 and later)".into(),
+        ),
+        (_, Some(false), Some(true)) => out.push(
+            "the application ramdisks are as expected; the difference is in the kernel, the cmdline or the bootstrap ramdisk (ramdisk 0)".into(),
+        ),
+        (_, Some(false), Some(false)) => out.push(
+            "both the bootstrap part (kernel, cmdline, ramdisk 0) and the application ramdisks differ".into(),
+        ),
+        (Some(false), Some(true), Some(true)) => out.push(
+            "PCR1 and PCR2 match but PCR0 does not: the same bytes are split differently between ramdisks (order or count of ramdisks)".into(),
+        ),
+        (Some(false), _, _) => out.push(
+            "PCR0 differs: some measured section (kernel, cmdline or a ramdisk) differs; give PCR1 and PCR2 or --against a reference image to narrow it down".into(),
+        ),
+        _ => {}
+    }
+    if state(8) == Some(false) {
+        out.push(
+            "PCR8 differs: the image is signed by another certificate, or one side is unsigned"
+                .into(),
+        );
+    }
+    out
+}
+
+/// The entry differences inside one ramdisk position of two images.
+#[derive(Clone, Debug, Serialize)]
+pub struct RamdiskDiff {
+    /// Position of the ramdisk (0 is the bootstrap).
+    pub ramdisk: usize,
+    /// Entries that differ, or why the archives could not be compared.
+    pub entries: std::result::Result<Vec<EntryDiff>, String>,
+}
+
+/// For each ramdisk position whose digest differs between two images, lists the cpio
+/// entries that differ. Both images are read again, streaming.
+pub fn diff_ramdisks<A: std::io::Read + std::io::Seek, B: std::io::Read + std::io::Seek>(
+    ours: &mut A,
+    our_info: &EifInfo,
+    theirs: &mut B,
+    their_info: &EifInfo,
+) -> Vec<RamdiskDiff> {
+    let pairs = our_info.ramdisks().zip(their_info.ramdisks()).enumerate();
+    pairs
+        .filter(|(_, (a, b))| a.sha384 != b.sha384)
+        .map(|(ramdisk, (a, b))| {
+            let list = |r: Result<Vec<CpioEntry>>, side: &str| {
+                r.map_err(|e| format!("{side} ramdisk {ramdisk}: {e}"))
+            };
+            let entries = list(
+                crate::reader::section_reader(ours, a).and_then(crate::cpio::read_newc),
+                "this image's",
+            )
+            .and_then(|x| {
+                list(
+                    crate::reader::section_reader(theirs, b).and_then(crate::cpio::read_newc),
+                    "the reference's",
+                )
+                .map(|y| diff_entries(&x, &y))
+            });
+            RamdiskDiff { ramdisk, entries }
         })
         .collect()
 }

@@ -1,0 +1,321 @@
+//! `enclosure eif …`: build, describe and verify reproducible enclave images (EIF).
+//!
+//! This module is the edge: it reads files, the environment (SOURCE_DATE_EPOCH) and prints;
+//! the format, the measurements and the explanations live in the `enclosure-eif` crate.
+//!
+//! Exit codes: 0 when everything checked matches, 1 when `verify` finds a mismatch (or an
+//! invalid signature); errors (unreadable or malformed files) are returned to `main`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use enclosure_eif::explain::{self, ExpectedPcrs, PcrCheck};
+use enclosure_eif::{EifIdentityInfo, EifInfo, EifSigner, describe, metadata, ramdisk};
+use serde_json::json;
+
+/// The `eif` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum EifCommand {
+    /// Print an image's measurements (PCR0/1/2/8), sections and metadata.
+    Describe {
+        /// The EIF to read.
+        file: PathBuf,
+        /// Print JSON in the shape of `nitro-cli describe-eif`, plus sections.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build an EIF; the same inputs and SOURCE_DATE_EPOCH give the same bytes.
+    Build {
+        /// Kernel image (bzImage).
+        #[arg(long)]
+        kernel: PathBuf,
+        /// Kernel command line.
+        #[arg(long)]
+        cmdline: String,
+        /// Ramdisks in order: the first is the bootstrap (PCR1), the rest the application (PCR2).
+        #[arg(long = "ramdisk", required = true, num_args = 1..)]
+        ramdisks: Vec<PathBuf>,
+        /// P-384 private key (PEM, PKCS#8 or SEC1) to sign PCR0 with.
+        #[arg(long, requires = "signing_cert")]
+        signing_key: Option<PathBuf>,
+        /// PEM certificate of the signing key; its DER is measured into PCR8.
+        #[arg(long, requires = "signing_key")]
+        signing_cert: Option<PathBuf>,
+        /// Where to write the image.
+        #[arg(long)]
+        output: PathBuf,
+        /// Image name recorded in the metadata section.
+        #[arg(long, default_value = "enclosure-enclave")]
+        name: String,
+        /// Image version recorded in the metadata section.
+        #[arg(long = "image-version", default_value = "1.0")]
+        image_version: String,
+    },
+    /// Build a deterministic newc cpio ramdisk from a directory.
+    Ramdisk {
+        /// Directory whose contents become the ramdisk's root.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the archive.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Check an image's PCRs against expected values and explain any mismatch.
+    Verify {
+        /// The EIF to check.
+        file: PathBuf,
+        /// JSON with the expected PCRs (`nitro-cli describe-eif` output, or {"PCR0": "…"}).
+        #[arg(long, required_unless_present = "against")]
+        expected: Option<PathBuf>,
+        /// A reference EIF: compare section by section and list the ramdisk entries that differ.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one `eif` subcommand.
+pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        EifCommand::Describe { file, json } => {
+            let info = read(&file)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&describe::describe_json(&info))?
+                );
+            } else {
+                print!("{}", describe::describe_text(&info));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EifCommand::Build {
+            kernel,
+            cmdline,
+            ramdisks,
+            signing_key,
+            signing_cert,
+            output,
+            name,
+            image_version,
+        } => {
+            let signer = match (signing_key, signing_cert) {
+                (Some(k), Some(c)) => Some(load_signer(&k, &c)?),
+                _ => None,
+            };
+            let identity = EifIdentityInfo::new(&name, &image_version, build_epoch()?)?;
+            let report = enclosure_eif::build_eif_file(
+                &kernel,
+                &cmdline,
+                &ramdisks,
+                identity,
+                signer.as_ref(),
+                &output,
+            )
+            .with_context(|| format!("building {}", output.display()))?;
+            // Same shape as `nitro-cli build-enclave`, so scripts can read either.
+            let out = json!({ "Measurements": report.measurements.to_nitro_map() });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        EifCommand::Ramdisk { from, output } => {
+            let epoch = u32::try_from(build_epoch()?)
+                .context("SOURCE_DATE_EPOCH does not fit the 32-bit cpio mtime")?;
+            ramdisk::build_ramdisk_file(&from, epoch, &output)
+                .with_context(|| format!("archiving {}", from.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        EifCommand::Verify {
+            file,
+            expected,
+            against,
+            json,
+        } => {
+            let info = read(&file)?;
+            let reference = against.as_deref().map(read).transpose()?;
+            let expected: ExpectedPcrs = match (&expected, &reference) {
+                (Some(p), _) => {
+                    let text = fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    explain::parse_expected_pcrs(&text)
+                        .with_context(|| format!("parsing {}", p.display()))?
+                }
+                (None, Some(r)) => pcrs_of(r),
+                (None, None) => bail!("give --expected or --against"),
+            };
+            verify(
+                &file,
+                &info,
+                &expected,
+                against.as_deref().zip(reference.as_ref()),
+                json,
+            )
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<EifInfo> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    enclosure_eif::read_eif(&mut f).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load_signer(key: &Path, cert: &Path) -> anyhow::Result<EifSigner> {
+    let key_pem = fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let cert_pem = fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+    Ok(EifSigner::from_pem(&key_pem, &cert_pem)?)
+}
+
+/// The fixed build time: SOURCE_DATE_EPOCH when set, else the epoch itself.
+fn build_epoch() -> anyhow::Result<i64> {
+    let v = std::env::var("SOURCE_DATE_EPOCH").ok();
+    Ok(metadata::source_date_epoch(v.as_deref())?)
+}
+
+fn pcrs_of(info: &EifInfo) -> ExpectedPcrs {
+    let m = &info.measurements;
+    let mut e = ExpectedPcrs::new();
+    e.insert(0, m.pcr0.to_vec());
+    e.insert(1, m.pcr1.to_vec());
+    e.insert(2, m.pcr2.to_vec());
+    e.insert(8, m.pcr8.map_or(vec![0; 48], |p| p.to_vec()));
+    e
+}
+
+fn verify(
+    file: &Path,
+    info: &EifInfo,
+    expected: &ExpectedPcrs,
+    reference: Option<(&Path, &EifInfo)>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let checks = explain::check_pcrs(info, expected);
+    let mismatch = checks.iter().any(|c| c.matches == Some(false));
+    let bad_signature = info.signature.as_ref().is_some_and(|s| !s.valid);
+    let diagnosis = explain::diagnose(&checks);
+    let sections = explain::compare_sections(info, reference.map(|r| r.1));
+    let entries = match reference {
+        Some((other, their_info)) => {
+            let mut a = File::open(file)?;
+            let mut b = File::open(other)?;
+            explain::diff_ramdisks(&mut a, info, &mut b, their_info)
+        }
+        None => Vec::new(),
+    };
+
+    if as_json {
+        let report = json!({
+            "File": file.display().to_string(),
+            "Match": !mismatch && !bad_signature,
+            "Pcrs": checks,
+            "Diagnosis": diagnosis,
+            "Signature": info.signature,
+            "Cmdline": info.cmdline,
+            "ReferenceCmdline": reference.map(|r| r.1.cmdline.clone()),
+            "Sections": sections,
+            "RamdiskEntries": entries,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(info, &checks, &diagnosis, &sections, &entries, reference);
+    }
+    Ok(if mismatch || bad_signature {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_report(
+    info: &EifInfo,
+    checks: &[PcrCheck],
+    diagnosis: &[String],
+    sections: &[explain::SectionDiff],
+    entries: &[explain::RamdiskDiff],
+    reference: Option<(&Path, &EifInfo)>,
+) {
+    for c in checks {
+        let verdict = match c.matches {
+            Some(true) => "match",
+            Some(false) => "MISMATCH",
+            None => "not expected",
+        };
+        println!(
+            "PCR{:<2} {verdict:<12} {}  ({})",
+            c.index, c.actual, c.inputs
+        );
+        if c.matches == Some(false)
+            && let Some(e) = &c.expected
+        {
+            println!("      expected     {e}");
+        }
+    }
+    if let Some(sig) = &info.signature {
+        match &sig.problem {
+            None => println!("signature: valid, signed by {}", sig.subject),
+            Some(p) => println!("signature: INVALID: {p}"),
+        }
+    }
+    if checks.iter().all(|c| c.matches != Some(false)) && reference.is_none() {
+        return;
+    }
+    println!();
+    for d in diagnosis {
+        println!("why: {d}");
+    }
+    println!("\nmeasured sections (sha384):");
+    for s in sections {
+        let ours = s.ours.as_deref().unwrap_or("(absent)");
+        let size = s.our_size.map_or(String::new(), |n| format!("{n} bytes"));
+        match reference {
+            None => println!("  {:<10} {ours}  {size}", s.section),
+            Some(_) if s.same => println!("  {:<10} same       {ours}", s.section),
+            Some(_) => {
+                let theirs = s.theirs.as_deref().unwrap_or("(absent)");
+                let their_size = s.their_size.map_or(String::new(), |n| format!("{n} bytes"));
+                println!("  {:<10} DIFFERENT  {ours}  {size}", s.section);
+                println!("  {:<10} reference  {theirs}  {their_size}", "");
+            }
+        }
+    }
+    println!("  cmdline: {:?}", info.cmdline);
+    if let Some((path, r)) = reference {
+        if r.cmdline != info.cmdline {
+            println!("  reference cmdline ({}): {:?}", path.display(), r.cmdline);
+        }
+    }
+    for rd in entries {
+        println!("\nramdisk {}:", rd.ramdisk);
+        match &rd.entries {
+            Err(e) => println!("  cannot list entries: {e}"),
+            Ok(list) if list.is_empty() => {
+                println!("  same entries; the archives differ only in layout or padding")
+            }
+            Ok(list) => {
+                for d in list {
+                    println!("  {}  [{}]", d.path, d.differences.join(", "));
+                    for (side, e) in [("here", &d.ours), ("reference", &d.theirs)] {
+                        if let Some(e) = e {
+                            println!(
+                                "    {side:<9} mode {:06o} size {:>9} mtime {:>10} uid:gid {}:{} sha384 {}",
+                                e.mode,
+                                e.size,
+                                e.mtime,
+                                e.uid,
+                                e.gid,
+                                to_hex(&e.sha384)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
