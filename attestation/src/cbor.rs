@@ -4,6 +4,7 @@
 //! COSE Sig_structure must embed the received payload bytes exactly as they arrived.
 
 /// Major type 0: unsigned integer.
+#[cfg(feature = "dev")]
 pub(crate) const UINT: u8 = 0;
 /// Major type 2: byte string.
 pub(crate) const BYTES: u8 = 2;
@@ -12,9 +13,11 @@ pub(crate) const TEXT: u8 = 3;
 /// Major type 4: array.
 pub(crate) const ARRAY: u8 = 4;
 /// Major type 5: map.
+#[cfg(feature = "dev")]
 pub(crate) const MAP: u8 = 5;
 
 /// The COSE protected header AWS uses: `{1: -35}` (alg: ES384), shortest encoding.
+#[cfg(feature = "dev")]
 pub(crate) const PROTECTED_ES384: [u8; 4] = [0xa1, 0x01, 0x38, 0x22];
 
 /// Writes a CBOR head with the shortest argument encoding (RFC 8949 §4.2.1).
@@ -49,6 +52,7 @@ pub(crate) fn text(out: &mut Vec<u8>, value: &str) {
 }
 
 /// Writes CBOR `null`.
+#[cfg(feature = "dev")]
 pub(crate) fn null(out: &mut Vec<u8>) {
     out.push(0xf6);
 }
