@@ -282,10 +282,10 @@ fn print_report(
         }
     }
     println!("  cmdline: {:?}", info.cmdline);
-    if let Some((path, r)) = reference {
-        if r.cmdline != info.cmdline {
-            println!("  reference cmdline ({}): {:?}", path.display(), r.cmdline);
-        }
+    if let Some((path, r)) = reference
+        && r.cmdline != info.cmdline
+    {
+        println!("  reference cmdline ({}): {:?}", path.display(), r.cmdline);
     }
     for rd in entries {
         println!("\nramdisk {}:", rd.ramdisk);
