@@ -32,6 +32,8 @@ pub struct BackupContents {
     pub ticket_key: Option<Vec<u8>>,
     /// The keys.
     pub keys: Vec<BackupKey>,
+    /// The keystore generation captured.
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for BackupContents {

@@ -57,6 +57,8 @@ struct State {
     ticket_key: Option<TicketKey>,
     keys: KeyStore,
     replay: ReplayCache,
+    /// Bumped by every change to the keys or the ticket key, and carried in backups.
+    generation: u64,
 }
 
 /// The enclave: instance identity plus guarded mutable state.
@@ -149,6 +151,7 @@ impl Enclave {
                 ticket_key: None,
                 keys: KeyStore::default(),
                 replay: ReplayCache::new(config.replay_capacity),
+                generation: 0,
             }),
         })
     }
@@ -228,6 +231,7 @@ impl Enclave {
             )),
             None => {
                 st.ticket_key = Some(key);
+                st.generation += 1;
                 Ok(Response::Provisioned { already: false })
             }
         }
@@ -300,6 +304,7 @@ impl Enclave {
             public_key: public_key.clone(),
             signing_key,
         });
+        st.generation += 1;
         Ok(Response::KeyGenerated {
             key_id: key_id.to_string(),
             public_key,
@@ -356,6 +361,7 @@ impl Enclave {
         let (_entry, mut st) =
             self.admit_for_key(TicketOperation::DestroyKey, key_id, ticket, &[])?;
         st.keys.remove(key_id);
+        st.generation += 1;
         Ok(Response::KeyDestroyed)
     }
 
@@ -385,8 +391,10 @@ impl Enclave {
                     secret: e.signing_key.to_bytes().to_vec(),
                 })
                 .collect(),
+            generation: st.generation,
         };
         let key_count = contents.keys.len() as u64;
+        let generation = st.generation;
         drop(st);
         let plaintext = contents
             .encode()
@@ -394,7 +402,11 @@ impl Enclave {
         let blob = sealer
             .seal(&plaintext, &self.measurement)
             .map_err(|e| err(Code::Internal, e.to_string()))?;
-        Ok(Response::Backup { blob, key_count })
+        Ok(Response::Backup {
+            blob,
+            key_count,
+            generation,
+        })
     }
 
     fn import_backup(&self, blob: &[u8]) -> Result<Response, ErrorBody> {
@@ -454,6 +466,8 @@ impl Enclave {
                 added += 1;
             }
         }
+        // Later backups must sort after this one, so carry the generation forward.
+        st.generation = st.generation.max(contents.generation);
         Ok(Response::BackupImported {
             key_count: st.keys.len() as u64,
             added,

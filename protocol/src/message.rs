@@ -135,6 +135,9 @@ pub enum Response {
         blob: Vec<u8>,
         /// Keys inside it.
         key_count: u64,
+        /// The keystore generation it captures; it grows with every change, so the newest
+        /// backup is the one with the highest generation, whoever stored it last.
+        generation: u64,
     },
     /// Answer to [`Request::ImportBackup`].
     BackupImported {

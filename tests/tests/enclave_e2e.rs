@@ -347,8 +347,14 @@ async fn keys_survive_an_enclave_restart_through_the_sealed_backup() {
     let (spki_a, _) = generate(&mut c, &tk, "key-a").await;
     let (spki_b, _) = generate(&mut c, &tk, "key-b").await;
     let blob = match c.call(Request::ExportBackup).await.unwrap().unwrap() {
-        Response::Backup { blob, key_count } => {
+        Response::Backup {
+            blob,
+            key_count,
+            generation,
+        } => {
             assert_eq!(key_count, 2);
+            // Provisioning and two keys: three changes.
+            assert_eq!(generation, 3);
             blob
         }
         other => panic!("{other:?}"),
