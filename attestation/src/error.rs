@@ -167,7 +167,11 @@ pub enum VerifyError {
     #[error("{0}'s signature does not verify with its issuer's key")]
     CertificateSignature(CertSlot),
     /// A certificate is expired or not yet valid at the verification time.
-    #[error("{slot} is not valid at the verification time (valid {not_before:?} to {not_after:?})")]
+    #[error(
+        "{slot} is not valid at the verification time (valid from {} to {})",
+        Utc(*not_before),
+        Utc(*not_after)
+    )]
     CertificateNotValid {
         /// The certificate.
         slot: CertSlot,
@@ -224,5 +228,50 @@ impl VerifyError {
                 _ => Check::BoundFields,
             },
         }
+    }
+}
+
+/// Shows a time as RFC 3339 UTC with second precision, without a date-time dependency.
+struct Utc(SystemTime);
+
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Ok(since) = self.0.duration_since(std::time::UNIX_EPOCH) else {
+            return f.write_str("before 1970");
+        };
+        let secs = since.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn utc_display() {
+        let at = |secs| Utc(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(1_657_127_902), "2022-07-06T17:18:22Z");
+        assert_eq!(at(1_709_164_800), "2024-02-29T00:00:00Z");
+        assert_eq!(at(2519044085), "2049-10-28T14:28:05Z");
     }
 }
