@@ -11,6 +11,7 @@ pub mod error;
 pub mod pem;
 pub mod routes;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 pub use config::{ApiConfig, Mode};

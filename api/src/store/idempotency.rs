@@ -1,0 +1,165 @@
+//! Idempotency records: one per (caller, Idempotency-Key), so a retried mutating request gets
+//! the first attempt's response instead of running twice.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A completed response is replayed for this long after it was stored (5 minutes).
+pub const IDEMPOTENCY_REPLAY_MS: i64 = 5 * 60 * 1000;
+/// Records are kept at least this long (24 hours), so a late reuse of a key with a different
+/// request is still caught as a mismatch; older ones are purged and the key starts afresh.
+pub const IDEMPOTENCY_RETAIN_MS: i64 = 24 * 60 * 60 * 1000;
+/// Purge records past retention on about one `idempotency_begin` in this many.
+const PURGE_EVERY: u64 = 64;
+
+/// What `idempotency_begin` found for a caller's key.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyBegin {
+    /// No live record: this request runs, and must later complete or release the key.
+    Started,
+    /// The same request already completed: send this response again.
+    Replay {
+        /// The HTTP status first returned.
+        status: u16,
+        /// The body first returned.
+        body: Vec<u8>,
+    },
+    /// The same request is still running elsewhere (HTTP 409).
+    InProgress,
+    /// The key was used with a different request (HTTP 422).
+    Mismatch,
+    /// The same request completed more than [`IDEMPOTENCY_REPLAY_MS`] ago: the response is
+    /// no longer replayed and the caller must use a new key.
+    Expired,
+}
+
+impl std::fmt::Debug for IdempotencyBegin {
+    // The stored body may hold anything the route returned; show only its size.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdempotencyBegin::Started => f.write_str("Started"),
+            IdempotencyBegin::Replay { status, body } => f
+                .debug_struct("Replay")
+                .field("status", status)
+                .field("body_len", &body.len())
+                .finish(),
+            IdempotencyBegin::InProgress => f.write_str("InProgress"),
+            IdempotencyBegin::Mismatch => f.write_str("Mismatch"),
+            IdempotencyBegin::Expired => f.write_str("Expired"),
+        }
+    }
+}
+
+impl Store {
+    /// Claims `key` for `caller`'s request with fingerprint `request_hash`, or reports what
+    /// an earlier request with the same key left.
+    pub async fn idempotency_begin(
+        &self,
+        caller: &str,
+        key: &str,
+        request_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let stale_before = now_ms.saturating_sub(IDEMPOTENCY_RETAIN_MS);
+        if self.purge_due(PURGE_EVERY) {
+            sqlx::query("DELETE FROM idempotency WHERE created_at_ms < $1")
+                .bind(stale_before)
+                .execute(self.pool())
+                .await?;
+        }
+        // A record can vanish between the insert and the read (released by the first
+        // attempt), so try again; a second vanishing in a row is as good as in progress.
+        for _ in 0..3 {
+            // Inserts a running record, or restarts one past retention that the purge missed.
+            let started = sqlx::query(
+                "INSERT INTO idempotency (caller, idem_key, request_hash, state, created_at_ms) \
+                 VALUES ($1, $2, $3, 'running', $4) \
+                 ON CONFLICT (caller, idem_key) DO UPDATE SET \
+                   request_hash = excluded.request_hash, state = 'running', status = NULL, \
+                   body = NULL, created_at_ms = excluded.created_at_ms, completed_at_ms = NULL \
+                 WHERE idempotency.created_at_ms < $5",
+            )
+            .bind(caller)
+            .bind(key)
+            .bind(request_hash)
+            .bind(now_ms)
+            .bind(stale_before)
+            .execute(self.pool())
+            .await?;
+            if started.rows_affected() == 1 {
+                return Ok(IdempotencyBegin::Started);
+            }
+            let Some(row) = sqlx::query(
+                "SELECT request_hash, state, status, body, completed_at_ms FROM idempotency \
+                 WHERE caller = $1 AND idem_key = $2",
+            )
+            .bind(caller)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?
+            else {
+                continue;
+            };
+            let stored_hash: Vec<u8> = row.try_get("request_hash")?;
+            if stored_hash != request_hash {
+                return Ok(IdempotencyBegin::Mismatch);
+            }
+            let state: String = row.try_get("state")?;
+            if state == "running" {
+                return Ok(IdempotencyBegin::InProgress);
+            }
+            let completed_at: i64 = row
+                .try_get::<Option<i64>, _>("completed_at_ms")?
+                .ok_or(StoreError::Corrupt("completed idempotency record without a time"))?;
+            if now_ms.saturating_sub(completed_at) > IDEMPOTENCY_REPLAY_MS {
+                return Ok(IdempotencyBegin::Expired);
+            }
+            let status = row
+                .try_get::<Option<i64>, _>("status")?
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or(StoreError::Corrupt("completed idempotency record without a status"))?;
+            let body: Vec<u8> = row.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default();
+            return Ok(IdempotencyBegin::Replay { status, body });
+        }
+        Ok(IdempotencyBegin::InProgress)
+    }
+
+    /// Stores the response of the request that holds `key`, for replay.
+    pub async fn idempotency_complete(
+        &self,
+        caller: &str,
+        key: &str,
+        status: u16,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE idempotency SET state = 'done', status = $3, body = $4, completed_at_ms = $5 \
+             WHERE caller = $1 AND idem_key = $2 AND state = 'running'",
+        )
+        .bind(caller)
+        .bind(key)
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::IdempotencyNotRunning);
+        }
+        Ok(())
+    }
+
+    /// Forgets a running record: the first attempt failed before any side effect, so a retry
+    /// with the same key may run. A completed record is left alone.
+    pub async fn idempotency_release(&self, caller: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency WHERE caller = $1 AND idem_key = $2 AND state = 'running'")
+            .bind(caller)
+            .bind(key)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! The api's storage: identities, key metadata, tickets, rate limits, idempotency records,
+//! the hash-chained audit log and sealed backups, on SQLite (embedded default) or PostgreSQL.
+//!
+//! One SQL text serves both backends through sqlx's `Any` driver (`$1` placeholders work in
+//! both); the few statements that cannot be shared (the audit head lock, session settings for
+//! row-level security) branch on [`Store::backend_name`].
+//!
+//! # What the database itself enforces
+//!
+//! - Audit rows are append-only: SQLite triggers abort UPDATE and DELETE; on PostgreSQL the
+//!   app role holds only SELECT and INSERT on `audit`, RLS is enabled and forced on it, and
+//!   BEFORE UPDATE/DELETE/TRUNCATE triggers refuse even the table owner.
+//! - Each audit row must extend the chain (seq = head + 1, prev_hash = head hash), checked
+//!   by an insert trigger on both backends.
+//! - One-way state: a ticket's `used_at_ms` and a key's `destroyed_at_ms` go from NULL to a
+//!   value once; on PostgreSQL those are the only columns the app role may update.
+//! - On PostgreSQL, row-level security hides identities, keys and tickets from everyone but
+//!   their owner, and audit rows from everyone but their actor and admins. Every owner-scoped
+//!   call runs in a transaction that first sets `enclosure.user` and `enclosure.role` with
+//!   `set_config(…, true)`. The app sets these itself, so RLS guards against a query that
+//!   forgets its owner filter, not against a compromised api process; the privilege and
+//!   trigger rules above hold even then.
+//!
+//! # Throughput
+//!
+//! Audit appends are group-committed by one writer task per [`Store`] (see [`audit`]), and
+//! writes whose loss in a crash can only make the api refuse more (ticket inserts, rate-limit
+//! counters) commit without waiting for the WAL flush on PostgreSQL.
+
+mod audit;
+mod backups;
+mod error;
+mod idempotency;
+mod identities;
+mod migrate;
+mod tickets;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyConnectOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use tokio::sync::mpsc;
+
+pub use audit::{
+    AuditEntry, AuditRow, ChainBreak, ChainBreakReason, ChainReport, GENESIS_HASH, audit_hash,
+    canonical_audit_bytes,
+};
+pub use backups::BackupRecord;
+pub use error::StoreError;
+pub use idempotency::{IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IdempotencyBegin};
+pub use identities::{Identity, KeyRecord};
+pub use tickets::TicketRecord;
+
+/// Where the api keeps its records.
+#[derive(Clone)]
+pub enum DatabaseConfig {
+    /// A SQLite file (created with its directories if missing), in WAL mode.
+    Sqlite {
+        /// The database file, usually inside the data directory.
+        path: PathBuf,
+    },
+    /// A PostgreSQL database.
+    Postgres {
+        /// The app role's URL (`postgres://enclosure_app@host/db`); used for every query.
+        url: String,
+        /// The owner role's URL, used only to run migrations at start; without it the app URL
+        /// migrates (and its role then owns the tables, so only triggers and RLS bind it).
+        owner_url: Option<String>,
+    },
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            DatabaseConfig::Postgres { url, owner_url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .field("owner_url", &owner_url.as_deref().map(redact_url))
+                .finish(),
+        }
+    }
+}
+
+/// A URL with any password replaced, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "<unparsable url>".into();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How long a SQLite connection waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pool size; the audit writer holds one connection while it commits a batch.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The storage layer: cheap to clone, shared by every request handler.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    audit: mpsc::Sender<audit::AuditJob>,
+    /// Counts calls that may purge stale rows, so purges run on a fraction of them.
+    purge_tick: AtomicU64,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend_name()).finish_non_exhaustive()
+    }
+}
+
+/// Role names set in `enclosure.role` for row-level security.
+pub(crate) mod role {
+    /// An ordinary caller: sees only rows they own.
+    pub const USER: &str = "user";
+    /// An admin: additionally reads every audit row.
+    pub const ADMIN: &str = "admin";
+    /// The store's own bookkeeping: the audit writer and verifier, ticket claims, purges.
+    pub const SYSTEM: &str = "system";
+}
+
+impl Store {
+    /// Connects, creating the SQLite file and its directories if needed, and runs the
+    /// migrations (on PostgreSQL as `owner_url` when given), then serves as the app URL.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        // Installing twice reports an error we do not care about: the drivers are the same.
+        let _ = sqlx::any::install_drivers(&[sqlx::postgres::any::DRIVER, sqlx::sqlite::any::DRIVER]);
+        let (backend, url, owner_url) = match cfg {
+            DatabaseConfig::Sqlite { path } => {
+                let path = std::path::absolute(path)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let text = path
+                    .to_str()
+                    .ok_or(StoreError::Config("the SQLite path is not UTF-8".into()))?;
+                (Backend::Sqlite, format!("sqlite://{}?mode=rwc", percent_encode_path(text)), None)
+            }
+            DatabaseConfig::Postgres { url, owner_url } => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(StoreError::Config("the PostgreSQL URL must start with postgres://".into()));
+                }
+                (Backend::Postgres, url.clone(), owner_url.clone())
+            }
+        };
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::Config("the database URL cannot be parsed".into()))?;
+        {
+            let mut conn = match &owner_url {
+                Some(owner) => {
+                    let owner: AnyConnectOptions = owner
+                        .parse()
+                        .map_err(|_| StoreError::Config("the owner URL cannot be parsed".into()))?;
+                    owner.connect().await.map_err(StoreError::Connect)?
+                }
+                None => options.connect().await.map_err(StoreError::Connect)?,
+            };
+            if backend == Backend::Sqlite {
+                // WAL lets readers run beside the one writer; the setting persists in the file.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+            }
+            migrate::run(&mut conn, backend).await?;
+            conn.close().await?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        let pragmas = format!(
+                            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+                            SQLITE_BUSY_TIMEOUT.as_millis()
+                        );
+                        conn.execute(pragmas.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        if backend == Backend::Postgres {
+            warn_if_privileged(&pool).await?;
+        }
+        let audit = audit::spawn_writer(pool.clone(), backend);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                audit,
+                purge_tick: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    /// True on roughly one call in `every`, for opportunistic purges.
+    pub(crate) fn purge_due(&self, every: u64) -> bool {
+        let n = self.inner.purge_tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        n % every == 0
+    }
+
+    /// Begins a transaction in which row-level security sees `user` acting as `role`.
+    pub(crate) async fn scoped(
+        &self,
+        user: &str,
+        role: &str,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        self.scoped_with(user, role, Durability::Durable).await
+    }
+
+    /// Like [`Store::scoped`]; `Durability::Relaxed` lets PostgreSQL acknowledge the commit
+    /// before its WAL reaches disk. Only for writes whose loss in a crash fails closed.
+    pub(crate) async fn scoped_with(
+        &self,
+        user: &str,
+        role: &str,
+        durability: Durability,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.inner.pool.begin().await?;
+        if self.inner.backend == Backend::Postgres {
+            let sync = match durability {
+                Durability::Durable => "on",
+                Durability::Relaxed => "off",
+            };
+            sqlx::query(
+                "SELECT set_config('enclosure.user', $1, true), \
+                        set_config('enclosure.role', $2, true), \
+                        set_config('synchronous_commit', $3, true)",
+            )
+            .bind(user)
+            .bind(role)
+            .bind(sync)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(tx)
+    }
+}
+
+/// Whether a commit must reach disk before it is acknowledged (PostgreSQL only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Wait for the WAL flush: the default.
+    Durable,
+    /// Do not wait: for writes whose loss makes the api refuse, never allow, something.
+    Relaxed,
+}
+
+/// Warns loudly when the app URL's role would bypass the rules the schema sets up.
+async fn warn_if_privileged(pool: &AnyPool) -> Result<(), StoreError> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT CAST(rolsuper AS INT) + CAST(rolbypassrls AS INT) FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let privileged = match row {
+        Some(r) => r.try_get::<i32, _>(0)? > 0,
+        None => false,
+    };
+    if privileged {
+        tracing::warn!(
+            "the PostgreSQL app role is a superuser or bypasses RLS: row-level security and \
+             audit privileges do not bind it; connect as enclosure_app in production"
+        );
+    }
+    Ok(())
+}
+
+/// Percent-encodes a filesystem path for a `sqlite://` URL (sqlx decodes it again).
+fn percent_encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_redacts_passwords() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("postgres://db/x?user=a"), "postgres://db/x?user=a");
+        let cfg = DatabaseConfig::Postgres {
+            url: "postgres://a:pw1@h/d".into(),
+            owner_url: Some("postgres://o:pw2@h/d".into()),
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+    }
+
+    #[test]
+    fn store_encodes_sqlite_paths() {
+        assert_eq!(percent_encode_path("/tmp/a b/x?.db"), "/tmp/a%20b/x%3F.db");
+    }
+}
