@@ -71,6 +71,73 @@ pub struct ApiConfig {
     /// TLS private key (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Prometheus metrics listener (plain HTTP; keep it private). None disables metrics.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Ticket lifetime in seconds (capped at the protocol maximum of 60).
+    #[serde(default = "default_ticket_ttl")]
+    pub ticket_ttl_secs: u64,
+    /// Storage.
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    /// Key-operation rate limits.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Bearer-token authentication.
+    #[serde(default)]
+    pub auth: crate::auth::AuthSettings,
+}
+
+/// The `[database]` table: PostgreSQL URLs, or nothing for the embedded SQLite file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// The app role's PostgreSQL URL (`DATABASE_URL`); absent means SQLite in the data dir.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The owner role's URL, used to run migrations (`ENCLOSURE_DATABASE_OWNER_URL`).
+    #[serde(default)]
+    pub owner_url: Option<String>,
+}
+
+/// The `[rate_limits]` table: key operations per minute.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Per authenticated user.
+    #[serde(default = "default_per_user")]
+    pub per_user_per_minute: u32,
+    /// Per identity.
+    #[serde(default = "default_per_identity")]
+    pub per_identity_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_user_per_minute: default_per_user(),
+            per_identity_per_minute: default_per_identity(),
+        }
+    }
+}
+
+fn default_per_user() -> u32 {
+    6000
+}
+
+fn default_per_identity() -> u32 {
+    6000
+}
+
+fn default_body_limit() -> usize {
+    256 * 1024
+}
+
+fn default_ticket_ttl() -> u64 {
+    30
 }
 
 fn default_listen() -> SocketAddr {
@@ -91,7 +158,31 @@ impl ApiConfig {
             enclave: enclave.to_string(),
             tls_cert: None,
             tls_key: None,
+            metrics_listen: None,
+            body_limit_bytes: default_body_limit(),
+            ticket_ttl_secs: default_ticket_ttl(),
+            database: DatabaseSettings::default(),
+            rate_limits: RateLimits::default(),
+            auth: crate::auth::AuthSettings::default(),
         }
+    }
+
+    /// The storage this configuration names.
+    pub fn database_config(&self) -> crate::store::DatabaseConfig {
+        match &self.database.url {
+            Some(url) => crate::store::DatabaseConfig::Postgres {
+                url: url.clone(),
+                owner_url: self.database.owner_url.clone(),
+            },
+            None => crate::store::DatabaseConfig::Sqlite {
+                path: self.data_dir.join("enclosure.db"),
+            },
+        }
+    }
+
+    /// The checked authentication configuration.
+    pub fn auth_config(&self) -> Result<crate::auth::AuthConfig, crate::auth::AuthError> {
+        crate::auth::AuthConfig::from_settings(&self.auth, &self.data_dir, self.mode)
     }
 
     /// Loads a TOML file, then applies environment overrides and checks the result.
@@ -140,6 +231,18 @@ impl ApiConfig {
         }
         if let Some(v) = get("ENCLOSURE_TLS_KEY") {
             self.tls_key = Some(v.into());
+        }
+        if let Some(v) = get("DATABASE_URL") {
+            self.database.url = Some(v);
+        }
+        if let Some(v) = get("ENCLOSURE_DATABASE_OWNER_URL") {
+            self.database.owner_url = Some(v);
+        }
+        if let Some(v) = get("ENCLOSURE_METRICS_LISTEN") {
+            self.metrics_listen = Some(v.parse().map_err(|_| ConfigError::Env {
+                name: "ENCLOSURE_METRICS_LISTEN",
+                message: "expected HOST:PORT".into(),
+            })?);
         }
         Ok(())
     }

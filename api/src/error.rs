@@ -26,19 +26,54 @@ pub enum ApiError {
     /// The enclave refused the operation.
     #[error("the enclave refused: {0}")]
     EnclaveRefused(ErrorBody),
+    /// The body is larger than the configured limit.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// The body is not `application/json`.
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    /// The caller's role may not do this.
+    #[error("your role may not do this")]
+    Forbidden,
+    /// Too many key operations; retry after the given seconds.
+    #[error("rate limit exceeded for {scope}")]
+    RateLimited {
+        /// "user" or "identity".
+        scope: &'static str,
+        /// Seconds until the window resets.
+        retry_after: u64,
+    },
+    /// A request with this Idempotency-Key is still running.
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyInProgress,
+    /// This Idempotency-Key was used with a different request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    /// This Idempotency-Key was used more than 5 minutes ago; its response is no longer replayed.
+    #[error("this Idempotency-Key was used outside the replay window; use a new key")]
+    IdempotencyExpired,
+    /// Storage failed.
+    #[error("storage error")]
+    Store(#[from] crate::store::StoreError),
     /// An unexpected failure; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem document, as every error is answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A URI naming the problem type.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    code: &'a str,
-    detail: String,
+    pub kind: String,
+    /// The HTTP reason phrase.
+    pub title: &'a str,
+    /// The HTTP status.
+    pub status: u16,
+    /// A stable machine-readable code.
+    pub code: &'a str,
+    /// A human explanation.
+    pub detail: String,
 }
 
 impl ApiError {
@@ -57,7 +92,22 @@ impl ApiError {
                 }
                 _ => (StatusCode::BAD_GATEWAY, "enclave_refused"),
             },
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency_in_progress"),
+            ApiError::IdempotencyMismatch => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::IdempotencyExpired => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_expired")
+            }
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         }
     }
 }
@@ -68,6 +118,10 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             ApiError::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
+                "an internal error occurred".to_string()
+            }
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "storage error");
                 "an internal error occurred".to_string()
             }
             other => other.to_string(),
@@ -85,7 +139,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::EnclaveUnavailable { retry_after, .. } = &self
+        let retry_after = match &self {
+            ApiError::EnclaveUnavailable { retry_after, .. }
+            | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after
             && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

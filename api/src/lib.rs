@@ -9,10 +9,16 @@ pub mod auth;
 pub mod config;
 pub mod enclave;
 pub mod error;
+pub mod idempotency;
+pub mod json;
+pub mod keys;
+pub mod observe;
 pub mod pem;
+pub mod restore;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod tickets;
 pub mod tls;
 
 pub use config::{ApiConfig, Mode};

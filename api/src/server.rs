@@ -1,11 +1,18 @@
-//! Wiring: state, TLS and the HTTPS listener.
+//! Wiring: state, TLS, the HTTPS listener and the background restore supervisor.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::HeaderMap;
 
+use crate::auth::{Authenticator, BearerToken};
 use crate::config::{ApiConfig, Mode};
 use crate::enclave::EnclavePool;
+use crate::restore::Readiness;
+use crate::store::Store;
+use crate::tickets::{TICKET_KEY_ENV, TicketIssuer, load_or_create_ticket_key};
 use crate::tls;
 
 /// Shared state of the request handlers.
@@ -15,6 +22,92 @@ pub struct AppState {
     pub config: ApiConfig,
     /// Connections to the enclave.
     pub enclave: EnclavePool,
+    /// Records: identities, keys, tickets, audit, idempotency, limits, backups.
+    pub store: Store,
+    /// Bearer-token verification.
+    pub auth: Arc<Authenticator>,
+    /// The ticket key and issuer.
+    pub tickets: TicketIssuer,
+    /// Whether key operations may run (the enclave is provisioned and restored).
+    pub readiness: Readiness,
+}
+
+/// The router's state: a cheap handle on the shared [`AppState`].
+#[derive(Debug, Clone)]
+pub struct Shared(pub Arc<AppState>);
+
+impl std::ops::Deref for Shared {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+impl FromRef<Shared> for Arc<Authenticator> {
+    fn from_ref(state: &Shared) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl AppState {
+    /// Builds the state: storage (migrated), authenticator, ticket key, enclave pool.
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Arc<Self>> {
+        config.validate()?;
+        let store = Store::connect(&config.database_config())
+            .await
+            .context("opening the database")?;
+        let auth = Authenticator::new(&config.auth_config()?).context("loading JWT keys")?;
+        let key = load_or_create_ticket_key(&config.data_dir, std::env::var(TICKET_KEY_ENV).ok())?;
+        Ok(Arc::new(AppState {
+            enclave: EnclavePool::new(config.enclave_address()?, 64),
+            tickets: TicketIssuer::new(key, config.ticket_ttl_secs),
+            store,
+            auth: Arc::new(auth),
+            readiness: Readiness::default(),
+            config,
+        }))
+    }
+
+    /// Wall-clock milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    /// The largest body accepted.
+    pub fn body_limit(&self) -> usize {
+        self.config.body_limit_bytes
+    }
+
+    /// Whether idempotency keys are required on this path (everything under /v1).
+    pub fn idempotency_applies(&self, path: &str) -> bool {
+        path.starts_with("/v1/")
+    }
+
+    /// The verified subject of a request's bearer token, if it has a valid one.
+    pub fn subject_of(&self, headers: &HeaderMap) -> Option<String> {
+        let token = BearerToken::from_headers(headers).ok()?;
+        self.auth
+            .verify(token.expose(), SystemTime::now())
+            .ok()
+            .map(|c| c.sub)
+    }
+}
+
+/// The full application router: routes, OpenAPI, idempotency, body limit, tracing.
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    let state = Shared(state);
+    let (router, _spec) = crate::routes::router_and_spec(state.clone());
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::enforce,
+        ))
+        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(axum::middleware::from_fn(crate::observe::observe))
 }
 
 /// Serves the api over HTTPS until `shutdown` resolves.
@@ -39,19 +132,23 @@ pub async fn run(
     let tls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
         .await
         .with_context(|| format!("loading TLS certificate {}", cert.display()))?;
-    let state = Arc::new(AppState {
-        enclave: EnclavePool::new(config.enclave_address()?, 64),
-        config: config.clone(),
-    });
-    let app = crate::routes::router(state);
+    if let Some(addr) = config.metrics_listen {
+        crate::observe::install_metrics(addr)?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    let listen = config.listen;
+    let state = AppState::build(config).await?;
+    tracing::info!(database = state.store.backend_name(), "storage ready");
+    tokio::spawn(crate::restore::supervise(state.clone()));
+    let app = app(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
         h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    tracing::info!(listen = %config.listen, "api ready: https://{}", config.listen);
-    axum_server::bind_rustls(config.listen, tls_config)
+    tracing::info!(%listen, "api ready: https://{listen}");
+    axum_server::bind_rustls(listen, tls_config)
         .handle(handle)
         .serve(app.into_make_service())
         .await

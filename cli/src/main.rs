@@ -1,6 +1,8 @@
 //! `enclosure`: the one command people type.
 #![forbid(unsafe_code)]
 
+mod attest;
+mod eif;
 mod up;
 
 use std::process::ExitCode;
@@ -22,12 +24,20 @@ struct Cli {
 enum Command {
     /// Start the local stack: enclave (dev attester), proxy and api.
     Up(up::UpArgs),
+    /// Verify attestation documents.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
+    /// Build, describe and verify enclave images (EIF).
+    #[command(subcommand)]
+    Eif(eif::EifCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Attest(cmd) => attest::run(cmd),
+        Command::Eif(cmd) => eif::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,5 @@
 //! `GET /v1/attestation?nonce=HEX`: a fresh attestation document for the caller's nonce.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Query, State};
 use base64::Engine;
@@ -10,17 +8,19 @@ use enclosure_protocol::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
-use crate::server::AppState;
+use crate::error::Problem;
+use crate::server::Shared;
 
 /// Query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AttestationQuery {
     /// The caller's freshness nonce, hex, 1 to 512 bytes.
     pub nonce: Option<String>,
 }
 
 /// The answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttestationAnswer {
     /// The COSE_Sign1 attestation document, base64.
     pub document: String,
@@ -29,8 +29,10 @@ pub struct AttestationAnswer {
 }
 
 /// Asks the enclave for a document binding its instance key and the caller's nonce.
+#[utoipa::path(get, path = "/v1/attestation", tag = "attestation", params(AttestationQuery),
+    responses((status = 200, body = AttestationAnswer), (status = 400, body = Problem), (status = 503, body = Problem)))]
 pub async fn attestation(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Shared>,
     Query(q): Query<AttestationQuery>,
 ) -> Result<Json<AttestationAnswer>, ApiError> {
     let hex_nonce = q

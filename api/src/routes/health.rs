@@ -1,17 +1,15 @@
 //! `GET /v1/health`: the api, the database and the enclave, each reported.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use enclosure_protocol::{Request, Response};
 use serde::Serialize;
 
-use crate::server::AppState;
+use crate::server::Shared;
 
 /// The health report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     /// "ok" when every part is healthy, "degraded" otherwise.
     pub status: &'static str,
@@ -22,14 +20,14 @@ pub struct HealthReport {
 }
 
 /// A part that is simply up or down.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ComponentHealth {
     /// "ok" or "down".
     pub status: &'static str,
 }
 
 /// What the enclave says about itself.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnclaveHealth {
     /// "ok" or "down".
     pub status: &'static str,
@@ -51,7 +49,9 @@ pub struct EnclaveHealth {
 }
 
 /// Reports health; 200 when all is well, 503 otherwise, with the same body shape.
-pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<HealthReport>) {
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
+pub async fn health(State(state): State<Shared>) -> (StatusCode, Json<HealthReport>) {
     let enclave = match state.enclave.call(Request::Health).await {
         Ok(Response::Health {
             mode,

@@ -1,19 +1,63 @@
-//! HTTP routes under `/v1`.
+//! HTTP routes under `/v1`, registered together with their OpenAPI descriptions so the
+//! served document cannot drift from the routes.
 
 pub mod attestation;
+pub mod audit;
 pub mod health;
-
-use std::sync::Arc;
+pub mod keys;
 
 use axum::Router;
 use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::server::AppState;
+use crate::server::Shared;
 
-/// The api's router.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health::health))
-        .route("/v1/attestation", get(attestation::attestation))
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Enclosure API", description = "Enclave-first escrow and signing"),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document that describes exactly them.
+pub fn router_and_spec(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(attestation::attestation))
+        .routes(routes!(keys::create_identity, keys::list_identities))
+        .routes(routes!(keys::create_key))
+        .routes(routes!(keys::get_key, keys::destroy_key))
+        .routes(routes!(keys::sign))
+        .routes(routes!(audit::list))
         .with_state(state)
+        .split_for_parts();
+    let json = spec.clone();
+    let router = router.route(
+        "/v1/openapi.json",
+        get(move || {
+            let json = json.clone();
+            async move { axum::Json(json) }
+        }),
+    );
+    (router, spec)
 }
