@@ -252,8 +252,18 @@ impl DevCa {
         })
     }
 
-    /// Writes keys first and `root.pem` last: its presence means the directory is complete.
+    /// Writes keys first and `root.pem` last (atomically): its presence means the directory
+    /// is complete. Leftovers of an earlier start that stopped half-way are replaced.
     fn store(&self, dir: &Path) -> Result<(), AttesterError> {
+        for leftover in [ROOT_KEY, INTERMEDIATE_KEY, INTERMEDIATE_CERT] {
+            let path = dir.join(leftover);
+            match fs::remove_file(&path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&path)(err));
+                }
+                _ => {}
+            }
+        }
         write_file(
             &dir.join(ROOT_KEY),
             self.root_key.serialize_pem().as_bytes(),
@@ -269,11 +279,13 @@ impl DevCa {
             der_to_pem(&self.intermediate_der)?.as_bytes(),
             0o644,
         )?;
-        write_file(
-            &dir.join(ROOT_CERT),
-            der_to_pem(&self.root_der)?.as_bytes(),
-            0o644,
-        )
+        // Readers (the cli, policies) may look for root.pem at any moment: never let them
+        // see half a file.
+        let partial = dir.join(format!("{ROOT_CERT}.partial"));
+        let _ = fs::remove_file(&partial);
+        write_file(&partial, der_to_pem(&self.root_der)?.as_bytes(), 0o644)?;
+        let root = dir.join(ROOT_CERT);
+        fs::rename(&partial, &root).map_err(io_err(&root))
     }
 
     fn load(dir: &Path) -> Result<Self, AttesterError> {
@@ -415,6 +427,17 @@ mod tests {
             let mode = fs::metadata(ca_dir.join(key)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
+    }
+
+    #[test]
+    fn half_made_directory_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        // An earlier start wrote a key, then stopped before root.pem.
+        fs::write(dir.path().join(ROOT_KEY), b"stale").unwrap();
+        let attester = DevAttester::load_or_create(dir.path()).unwrap();
+        let pem = fs::read(dev_root_path(dir.path())).unwrap();
+        assert_eq!(der::pem::decode_vec(&pem).unwrap().1, attester.root_der());
+        assert!(!dir.path().join("root.pem.partial").exists());
     }
 
     #[test]
