@@ -304,13 +304,28 @@ mod tests {
     }
 
     #[test]
-    fn thumbprint_matches_rfc7638_construction() {
-        // RFC 7638 §3.1 gives an RSA example only; check our construction on a fixed key
-        // against an independently computed digest of the canonical JSON.
-        let t = ec_thumbprint(JwtAlgorithm::Es256, "xx", "yy");
-        let canonical = br#"{"crv":"P-256","kty":"EC","x":"xx","y":"yy"}"#;
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical);
-        assert_eq!(t, URL_SAFE_NO_PAD.encode(d.as_ref()));
-        assert_eq!(t.len(), 43);
+    fn thumbprints_follow_rfc7638() {
+        // The P-256 key of RFC 7517 Appendix A.1; the expected value was computed separately
+        // (Python hashlib over the RFC 7638 §3 canonical JSON).
+        let t = ec_thumbprint(
+            JwtAlgorithm::Es256,
+            "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+            "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM",
+        );
+        assert_eq!(t, "cn-I_WNMClehiVp51i_0VpOENW1upEerA8sEam5hn-s");
+        // And it agrees with jsonwebtoken's own implementation on fresh keys of both curves.
+        for key in [TestKey::es256("a"), TestKey::es384("b")] {
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&key.jwk()).unwrap();
+            let theirs = jwk
+                .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                .unwrap();
+            let (x, y) = key.point[1..].split_at(key.alg.coordinate_len());
+            let ours = ec_thumbprint(
+                key.alg,
+                &URL_SAFE_NO_PAD.encode(x),
+                &URL_SAFE_NO_PAD.encode(y),
+            );
+            assert_eq!(ours, theirs);
+        }
     }
 }
