@@ -158,7 +158,9 @@ impl std::fmt::Display for ChainBreakReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ChainBreakReason::HashMismatch => f.write_str("hash mismatch: the row was altered"),
-            ChainBreakReason::PrevLinkMismatch => f.write_str("prev_hash does not link to the previous row"),
+            ChainBreakReason::PrevLinkMismatch => {
+                f.write_str("prev_hash does not link to the previous row")
+            }
             ChainBreakReason::Gap { expected } => write!(f, "gap: expected seq {expected}"),
         }
     }
@@ -209,14 +211,22 @@ pub fn audit_hash(prev_hash: &[u8; 32], seq: i64, e: &AuditEntry) -> [u8; 32] {
 
 fn validate(e: &AuditEntry) -> Result<(), StoreError> {
     if !matches!(e.outcome.as_str(), "ok" | "refused" | "error") {
-        return Err(StoreError::InvalidInput("audit outcome must be ok, refused or error"));
+        return Err(StoreError::InvalidInput(
+            "audit outcome must be ok, refused or error",
+        ));
     }
     // PostgreSQL TEXT cannot hold NUL; refusing here keeps one bad entry from failing the
     // whole batch it would have joined.
     let texts = [&e.actor, &e.actor_role, &e.action, &e.outcome];
     let opts = [&e.identity_id, &e.key_id, &e.ticket_id, &e.detail];
-    if texts.iter().any(|s| s.contains('\0')) || opts.iter().any(|s| s.as_deref().is_some_and(|s| s.contains('\0'))) {
-        return Err(StoreError::InvalidInput("audit fields must not contain NUL"));
+    if texts.iter().any(|s| s.contains('\0'))
+        || opts
+            .iter()
+            .any(|s| s.as_deref().is_some_and(|s| s.contains('\0')))
+    {
+        return Err(StoreError::InvalidInput(
+            "audit fields must not contain NUL",
+        ));
     }
     Ok(())
 }
@@ -258,11 +268,16 @@ async fn run_writer(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Audi
 }
 
 fn hash32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
-    v.try_into().map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes"))
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes"))
 }
 
 /// Appends `entries` after the current head in one transaction and returns their rows.
-async fn append_batch(pool: &AnyPool, backend: Backend, entries: &[&AuditEntry]) -> Result<Vec<AuditRow>, StoreError> {
+async fn append_batch(
+    pool: &AnyPool,
+    backend: Backend,
+    entries: &[&AuditEntry],
+) -> Result<Vec<AuditRow>, StoreError> {
     let mut tx = match backend {
         Backend::Postgres => pool.begin().await?,
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
@@ -386,22 +401,34 @@ impl Store {
 
     /// Rows after `after_seq`, in order, at most `limit` (capped at 10,000): every row for
     /// admins, otherwise only rows whose actor is `viewer`.
-    pub async fn list_audit(&self, viewer: &str, is_admin: bool, after_seq: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+    pub async fn list_audit(
+        &self,
+        viewer: &str,
+        is_admin: bool,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
         let limit = i64::from(limit.min(MAX_LIST));
-        let mut tx = self.scoped(viewer, if is_admin { role::ADMIN } else { role::USER }).await?;
+        let mut tx = self
+            .scoped(viewer, if is_admin { role::ADMIN } else { role::USER })
+            .await?;
         let rows = if is_admin {
-            sqlx::query(&format!("{SELECT_ROW} WHERE seq > $1 ORDER BY seq LIMIT $2"))
-                .bind(after_seq)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?
+            sqlx::query(&format!(
+                "{SELECT_ROW} WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
         } else {
-            sqlx::query(&format!("{SELECT_ROW} WHERE actor = $3 AND seq > $1 ORDER BY seq LIMIT $2"))
-                .bind(after_seq)
-                .bind(limit)
-                .bind(viewer)
-                .fetch_all(&mut *tx)
-                .await?
+            sqlx::query(&format!(
+                "{SELECT_ROW} WHERE actor = $3 AND seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .bind(after_seq)
+            .bind(limit)
+            .bind(viewer)
+            .fetch_all(&mut *tx)
+            .await?
         };
         tx.commit().await?;
         rows.iter().map(row_from).collect()
@@ -418,11 +445,13 @@ impl Store {
         let mut prev = GENESIS_HASH;
         loop {
             let mut tx = self.scoped("", role::SYSTEM).await?;
-            let page = sqlx::query(&format!("{SELECT_ROW} WHERE seq > $1 ORDER BY seq LIMIT $2"))
-                .bind(report.last_seq)
-                .bind(VERIFY_PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
+            let page = sqlx::query(&format!(
+                "{SELECT_ROW} WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .bind(report.last_seq)
+            .bind(VERIFY_PAGE)
+            .fetch_all(&mut *tx)
+            .await?;
             tx.commit().await?;
             if page.is_empty() {
                 return Ok(report);
@@ -442,7 +471,10 @@ impl Store {
                     None
                 };
                 if let Some(reason) = reason {
-                    report.first_broken = Some(ChainBreak { seq: row.seq, reason });
+                    report.first_broken = Some(ChainBreak {
+                        seq: row.seq,
+                        reason,
+                    });
                     return Ok(report);
                 }
                 prev = row.hash;
@@ -489,16 +521,16 @@ mod tests {
         let base = audit_hash(&GENESIS_HASH, 1, &entry());
         assert_ne!(base, audit_hash(&GENESIS_HASH, 2, &entry()));
         assert_ne!(base, audit_hash(&[1; 32], 1, &entry()));
-        let variants: Vec<Box<dyn Fn(&mut AuditEntry)>> = vec![
-            Box::new(|e| e.actor.push('x')),
-            Box::new(|e| e.actor_role.push('x')),
-            Box::new(|e| e.action.push('x')),
-            Box::new(|e| e.identity_id = None),
-            Box::new(|e| e.key_id = Some(String::new())),
-            Box::new(|e| e.ticket_id = Some("u".into())),
-            Box::new(|e| e.outcome = "error".into()),
-            Box::new(|e| e.detail = Some(String::new())),
-            Box::new(|e| e.at_ms += 1),
+        let variants: [fn(&mut AuditEntry); 9] = [
+            (|e| e.actor.push('x')),
+            (|e| e.actor_role.push('x')),
+            (|e| e.action.push('x')),
+            (|e| e.identity_id = None),
+            (|e| e.key_id = Some(String::new())),
+            (|e| e.ticket_id = Some("u".into())),
+            (|e| e.outcome = "error".into()),
+            (|e| e.detail = Some(String::new())),
+            (|e| e.at_ms += 1),
         ];
         for change in variants {
             let mut e = entry();

@@ -110,17 +110,23 @@ impl Store {
             if state == "running" {
                 return Ok(IdempotencyBegin::InProgress);
             }
-            let completed_at: i64 = row
-                .try_get::<Option<i64>, _>("completed_at_ms")?
-                .ok_or(StoreError::Corrupt("completed idempotency record without a time"))?;
+            let completed_at: i64 =
+                row.try_get::<Option<i64>, _>("completed_at_ms")?
+                    .ok_or(StoreError::Corrupt(
+                        "completed idempotency record without a time",
+                    ))?;
             if now_ms.saturating_sub(completed_at) > IDEMPOTENCY_REPLAY_MS {
                 return Ok(IdempotencyBegin::Expired);
             }
             let status = row
                 .try_get::<Option<i64>, _>("status")?
                 .and_then(|s| u16::try_from(s).ok())
-                .ok_or(StoreError::Corrupt("completed idempotency record without a status"))?;
-            let body: Vec<u8> = row.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default();
+                .ok_or(StoreError::Corrupt(
+                    "completed idempotency record without a status",
+                ))?;
+            let body: Vec<u8> = row
+                .try_get::<Option<Vec<u8>>, _>("body")?
+                .unwrap_or_default();
             return Ok(IdempotencyBegin::Replay { status, body });
         }
         Ok(IdempotencyBegin::InProgress)
@@ -155,11 +161,13 @@ impl Store {
     /// Forgets a running record: the first attempt failed before any side effect, so a retry
     /// with the same key may run. A completed record is left alone.
     pub async fn idempotency_release(&self, caller: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency WHERE caller = $1 AND idem_key = $2 AND state = 'running'")
-            .bind(caller)
-            .bind(key)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency WHERE caller = $1 AND idem_key = $2 AND state = 'running'",
+        )
+        .bind(caller)
+        .bind(key)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

@@ -60,7 +60,12 @@ fn key_from(row: &AnyRow) -> Result<KeyRecord, StoreError> {
 
 impl Store {
     /// Creates an identity for `owner` with a fresh UUIDv4 id.
-    pub async fn create_identity(&self, owner: &str, name: &str, now_ms: i64) -> Result<Identity, StoreError> {
+    pub async fn create_identity(
+        &self,
+        owner: &str,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Identity, StoreError> {
         let identity = Identity {
             id: uuid::Uuid::new_v4().to_string(),
             owner: owner.to_string(),
@@ -68,13 +73,15 @@ impl Store {
             created_at_ms: now_ms,
         };
         let mut tx = self.scoped(owner, role::USER).await?;
-        sqlx::query("INSERT INTO identities (id, owner, name, created_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(&identity.id)
-            .bind(&identity.owner)
-            .bind(&identity.name)
-            .bind(identity.created_at_ms)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO identities (id, owner, name, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&identity.id)
+        .bind(&identity.owner)
+        .bind(&identity.name)
+        .bind(identity.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(identity)
     }
@@ -94,13 +101,19 @@ impl Store {
     }
 
     /// One of the owner's identities; `None` when it does not exist or is someone else's.
-    pub async fn get_identity(&self, owner: &str, id: &str) -> Result<Option<Identity>, StoreError> {
+    pub async fn get_identity(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<Identity>, StoreError> {
         let mut tx = self.scoped(owner, role::USER).await?;
-        let row = sqlx::query("SELECT id, owner, name, created_at_ms FROM identities WHERE owner = $1 AND id = $2")
-            .bind(owner)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, owner, name, created_at_ms FROM identities WHERE owner = $1 AND id = $2",
+        )
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         row.as_ref().map(identity_from).transpose()
     }
@@ -126,7 +139,11 @@ impl Store {
     }
 
     /// One of the owner's keys that has not been destroyed.
-    pub async fn get_key(&self, owner: &str, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub async fn get_key(
+        &self,
+        owner: &str,
+        key_id: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         let mut tx = self.scoped(owner, role::USER).await?;
         let row = sqlx::query(
             "SELECT key_id, identity_id, owner, public_key_der, key_certificate, created_at_ms, \
@@ -141,7 +158,11 @@ impl Store {
     }
 
     /// The owner's live keys under one identity, oldest first.
-    pub async fn list_keys(&self, owner: &str, identity_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    pub async fn list_keys(
+        &self,
+        owner: &str,
+        identity_id: &str,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
         let mut tx = self.scoped(owner, role::USER).await?;
         let rows = sqlx::query(
             "SELECT key_id, identity_id, owner, public_key_der, key_certificate, created_at_ms, \
@@ -158,7 +179,12 @@ impl Store {
 
     /// Marks one of the owner's keys destroyed; false if it is unknown, not theirs, or
     /// already destroyed.
-    pub async fn mark_key_destroyed(&self, owner: &str, key_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    pub async fn mark_key_destroyed(
+        &self,
+        owner: &str,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.scoped(owner, role::USER).await?;
         let done = sqlx::query(
             "UPDATE keys SET destroyed_at_ms = $3 \

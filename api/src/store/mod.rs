@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyConnectOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 use tokio::sync::mpsc;
 
@@ -76,7 +76,9 @@ pub enum DatabaseConfig {
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DatabaseConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            DatabaseConfig::Sqlite { path } => {
+                f.debug_struct("Sqlite").field("path", path).finish()
+            }
             DatabaseConfig::Postgres { url, owner_url } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_url(url))
@@ -97,7 +99,11 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
             format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
         }
         None => url.to_string(),
@@ -132,7 +138,9 @@ struct Inner {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend_name()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,7 +159,8 @@ impl Store {
     /// migrations (on PostgreSQL as `owner_url` when given), then serves as the app URL.
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
         // Installing twice reports an error we do not care about: the drivers are the same.
-        let _ = sqlx::any::install_drivers(&[sqlx::postgres::any::DRIVER, sqlx::sqlite::any::DRIVER]);
+        let _ =
+            sqlx::any::install_drivers(&[sqlx::postgres::any::DRIVER, sqlx::sqlite::any::DRIVER]);
         let (backend, url, owner_url) = match cfg {
             DatabaseConfig::Sqlite { path } => {
                 let path = std::path::absolute(path)?;
@@ -161,11 +170,17 @@ impl Store {
                 let text = path
                     .to_str()
                     .ok_or(StoreError::Config("the SQLite path is not UTF-8".into()))?;
-                (Backend::Sqlite, format!("sqlite://{}?mode=rwc", percent_encode_path(text)), None)
+                (
+                    Backend::Sqlite,
+                    format!("sqlite://{}?mode=rwc", percent_encode_path(text)),
+                    None,
+                )
             }
             DatabaseConfig::Postgres { url, owner_url } => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(StoreError::Config("the PostgreSQL URL must start with postgres://".into()));
+                    return Err(StoreError::Config(
+                        "the PostgreSQL URL must start with postgres://".into(),
+                    ));
                 }
                 (Backend::Postgres, url.clone(), owner_url.clone())
             }
@@ -241,8 +256,11 @@ impl Store {
 
     /// True on roughly one call in `every`, for opportunistic purges.
     pub(crate) fn purge_due(&self, every: u64) -> bool {
-        let n = self.inner.purge_tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        n % every == 0
+        let n = self
+            .inner
+            .purge_tick
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        n.is_multiple_of(every)
     }
 
     /// Begins a transaction in which row-level security sees `user` acting as `role`.
@@ -332,9 +350,15 @@ mod tests {
 
     #[test]
     fn store_redacts_passwords() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(redact_url("postgres://db/x?user=a"), "postgres://db/x?user=a");
+        assert_eq!(
+            redact_url("postgres://db/x?user=a"),
+            "postgres://db/x?user=a"
+        );
         let cfg = DatabaseConfig::Postgres {
             url: "postgres://a:pw1@h/d".into(),
             owner_url: Some("postgres://o:pw2@h/d".into()),

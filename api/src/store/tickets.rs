@@ -40,7 +40,9 @@ impl Store {
         if t.payload_sha384.len() != 48 {
             return Err(StoreError::InvalidInput("payload_sha384 must be 48 bytes"));
         }
-        let mut tx = self.scoped_with(&t.owner, role::USER, Durability::Relaxed).await?;
+        let mut tx = self
+            .scoped_with(&t.owner, role::USER, Durability::Relaxed)
+            .await?;
         sqlx::query(
             "INSERT INTO tickets (ticket_id, operation, identity_id, key_id, owner, payload_sha384, \
              issued_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -80,7 +82,11 @@ impl Store {
     }
 
     /// Whether a ticket has been claimed (`Some(used_at_ms)`), for the ticket's owner.
-    pub async fn ticket_used_at(&self, owner: &str, ticket_id: &str) -> Result<Option<Option<i64>>, StoreError> {
+    pub async fn ticket_used_at(
+        &self,
+        owner: &str,
+        ticket_id: &str,
+    ) -> Result<Option<Option<i64>>, StoreError> {
         let mut tx = self.scoped(owner, role::USER).await?;
         let row = sqlx::query("SELECT used_at_ms FROM tickets WHERE owner = $1 AND ticket_id = $2")
             .bind(owner)
@@ -98,12 +104,19 @@ impl Store {
     /// returns the count including it. The counter lives in the database, so every api
     /// process sharing it shares the limit. Relaxed durability on PostgreSQL: a counter lost
     /// in a crash only lets a few more requests through after the restart.
-    pub async fn rate_limit_hit(&self, bucket: &str, window_start_ms: i64, window_ms: i64) -> Result<u64, StoreError> {
+    pub async fn rate_limit_hit(
+        &self,
+        bucket: &str,
+        window_start_ms: i64,
+        window_ms: i64,
+    ) -> Result<u64, StoreError> {
         if window_ms <= 0 {
             return Err(StoreError::InvalidInput("window_ms must be positive"));
         }
         let window_end_ms = window_start_ms.saturating_add(window_ms);
-        let mut tx = self.scoped_with("", role::SYSTEM, Durability::Relaxed).await?;
+        let mut tx = self
+            .scoped_with("", role::SYSTEM, Durability::Relaxed)
+            .await?;
         let row = sqlx::query(
             "INSERT INTO rate_limits (bucket, window_start_ms, window_end_ms, count) \
              VALUES ($1, $2, $3, 1) \
@@ -128,7 +141,9 @@ impl Store {
     }
 
     async fn purge_tickets(&self, now_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.scoped_with("", role::SYSTEM, Durability::Relaxed).await?;
+        let mut tx = self
+            .scoped_with("", role::SYSTEM, Durability::Relaxed)
+            .await?;
         sqlx::query("DELETE FROM tickets WHERE expires_at_ms < $1")
             .bind(now_ms.saturating_sub(TICKET_RETAIN_MS))
             .execute(&mut *tx)
