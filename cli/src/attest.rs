@@ -352,6 +352,42 @@ mod tests {
     }
 
     #[test]
+    fn real_document_verifies_at_its_time_and_not_now() {
+        let dir = std::env::temp_dir().join(format!("enclosure-attest-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("doc.b64");
+        let doc =
+            include_bytes!("../../attestation/testdata/signalapp_libsignal-02-2023-05-24.cose");
+        std::fs::write(&file, base64::engine::general_purpose::STANDARD.encode(doc)).unwrap();
+        let verify = |at: Option<&str>| verify_file(&file, None, at, true).unwrap();
+        assert_eq!(verify(Some("document")), ExitCode::SUCCESS);
+        assert_eq!(verify(Some("2023-05-24T17:07:50Z")), ExitCode::SUCCESS);
+        assert_eq!(verify(None), ExitCode::from(1));
+        assert!(verify_file(&file, None, Some("yesterday"), false).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn policy_dev_roots_are_read_relative_to_the_policy_file() {
+        let dir =
+            std::env::temp_dir().join(format!("enclosure-attest-policy-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("dev-ca")).unwrap();
+        // DER is accepted as well as PEM; any certificate will do for loading.
+        let root = enclosure_attestation::AWS_NITRO_ROOT_G1_DER;
+        std::fs::write(dir.join("dev-ca/root.der"), root).unwrap();
+        std::fs::write(
+            dir.join("policy.toml"),
+            "dev_roots = [\"dev-ca/root.der\"]\n",
+        )
+        .unwrap();
+        let policy = load_policy(&dir.join("policy.toml")).unwrap();
+        assert_eq!(policy.dev_roots(), [root.to_vec()]);
+        std::fs::write(dir.join("bad.toml"), "dev_roots = [\"missing.pem\"]\n").unwrap();
+        assert!(load_policy(&dir.join("bad.toml")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn statuses_stop_at_the_failure() {
         let result = Err(VerifyError::DocumentSignature);
         let s = statuses(&result);
