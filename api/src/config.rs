@@ -313,6 +313,19 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_table_means_the_same_as_an_empty_one() {
+        let absent = parse("enclave = \"unix:///a.sock\"\n");
+        let empty = parse("enclave = \"unix:///a.sock\"\n[auth]\n[rate_limits]\n");
+        assert!(absent.auth.max_lifetime_secs > 0);
+        assert_eq!(absent.auth.max_lifetime_secs, empty.auth.max_lifetime_secs);
+        assert_eq!(absent.auth.leeway_secs, empty.auth.leeway_secs);
+        assert_eq!(
+            absent.rate_limits.per_user_per_minute,
+            empty.rate_limits.per_user_per_minute
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_addresses_are_refused() {
         assert!(toml::from_str::<ApiConfig>("enclave = \"unix:///a\"\nlisten_port = 1\n").is_err());
         assert!(parse("enclave = \"http://x\"\n").validate().is_err());

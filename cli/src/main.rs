@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod dev;
 mod eif;
 mod up;
 
@@ -27,6 +28,9 @@ enum Command {
     /// Verify attestation documents.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Development helpers (dev mode only).
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
     /// Build, describe and verify enclave images (EIF).
     #[command(subcommand)]
     Eif(eif::EifCommand),
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Attest(cmd) => attest::run(cmd),
         Command::Eif(cmd) => eif::run(cmd),
+        Command::Dev(cmd) => dev::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -85,7 +85,7 @@ impl JwtAlgorithm {
 /// ```
 ///
 /// In dev mode an empty table means "trust the dev key of the data directory".
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// The one accepted algorithm.
@@ -109,6 +109,21 @@ pub struct AuthSettings {
     /// PEM public keys (SubjectPublicKeyInfo), by `kid`.
     #[serde(default)]
     pub pem_keys: BTreeMap<String, PathBuf>,
+}
+
+impl Default for AuthSettings {
+    /// What an absent `[auth]` table means: the dev key, with the default leeway and lifetime.
+    fn default() -> Self {
+        AuthSettings {
+            algorithm: JwtAlgorithm::default(),
+            issuer: None,
+            audience: None,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
+            jwks_file: None,
+            pem_keys: BTreeMap::new(),
+        }
+    }
 }
 
 fn default_leeway() -> u64 {
