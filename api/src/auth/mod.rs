@@ -25,6 +25,12 @@
 //! }
 //! ```
 //!
+//! # Key rotation
+//!
+//! [`Authenticator::reload_keys`] re-reads the JWKS or PEM files, swapping the whole key set
+//! at once; if the new files are unusable the old keys stay in force. Call it when the
+//! issuer rotates (on SIGHUP or a timer).
+//!
 //! # Dev mode
 //!
 //! With no key source configured, dev mode trusts a key generated under

@@ -10,6 +10,7 @@
 //!    so tests and callers control time): exp, nbf when present, iat not in the future, and a
 //!    maximum lifetime. Then `sub` and `role`.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -28,24 +29,21 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Verifies bearer tokens against one algorithm, issuer, audience and key set.
 pub struct Authenticator {
-    algorithm: JwtAlgorithm,
-    issuer: String,
-    audience: String,
-    leeway: u64,
-    max_lifetime: u64,
-    keys: KeySet,
+    /// What is checked, and where the keys come from (kept for `reload_keys`).
+    config: AuthConfig,
+    /// Swapped whole by `reload_keys`, so a verification sees the old set or the new one.
+    keys: RwLock<Arc<KeySet>>,
     validation: jsonwebtoken::Validation,
-    mode: Mode,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("algorithm", &self.algorithm)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("mode", &self.mode)
-            .field("kids", &self.keys)
+            .field("algorithm", &self.config.algorithm)
+            .field("issuer", &self.config.issuer)
+            .field("audience", &self.config.audience)
+            .field("mode", &self.config.mode)
+            .field("kids", &self.current_keys())
             .finish_non_exhaustive()
     }
 }
@@ -72,23 +70,8 @@ impl Authenticator {
     /// announces the dev key loudly in dev.
     pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
         config.check_mode()?;
-        let allow_dev = config.mode == Mode::Dev;
-        let keys = match &config.keys {
-            KeySource::Jwks(path) => KeySet::from_jwks_file(path, config.algorithm, allow_dev)?,
-            KeySource::Pem(files) => KeySet::from_pem_files(files, config.algorithm)?,
-            KeySource::Dev => {
-                let paths = super::dev::ensure_dev_key(&config.data_dir)?;
-                tracing::warn!(
-                    jwks = %paths.jwks.display(),
-                    kid = %paths.kid,
-                    "DEV MODE: accepting JWTs signed by the dev key; production refuses it"
-                );
-                KeySet::from_jwks_file(&paths.jwks, config.algorithm, allow_dev)?
-            }
-        };
-        if allow_dev && config.keys != KeySource::Dev {
-            tracing::info!(kids = ?keys.kids(), "JWT keys loaded");
-        }
+        let keys = load_keys(config)?;
+        tracing::info!(kids = ?keys.kids(), source = ?config.keys, "JWT keys loaded");
         let mut validation = jsonwebtoken::Validation::new(config.algorithm.jsonwebtoken());
         validation.set_required_spec_claims(&["iss", "aud", "sub", "exp"]);
         validation.set_issuer(&[&config.issuer]);
@@ -98,20 +81,15 @@ impl Authenticator {
         validation.validate_nbf = false;
         validation.leeway = 0;
         Ok(Authenticator {
-            algorithm: config.algorithm,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            leeway: config.leeway_secs,
-            max_lifetime: config.max_lifetime_secs,
-            keys,
+            config: config.clone(),
+            keys: RwLock::new(Arc::new(keys)),
             validation,
-            mode: config.mode,
         })
     }
 
     /// The one accepted algorithm.
     pub fn algorithm(&self) -> JwtAlgorithm {
-        self.algorithm
+        self.config.algorithm
     }
 
     /// Verifies `token` at time `now` and returns who is calling.
@@ -130,38 +108,56 @@ impl Authenticator {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or(AuthError::Malformed)?;
-        if header.alg.as_deref() != Some(self.algorithm.as_str()) {
+        if header.alg.as_deref() != Some(self.config.algorithm.as_str()) {
             return Err(AuthError::WrongAlgorithm);
         }
         if header.crit.is_some() {
             return Err(AuthError::Malformed);
         }
-        let key = self.keys.select(header.kid.as_deref())?;
+        let keys = self.current_keys();
+        let key = keys.select(header.kid.as_deref())?;
         let claims = jsonwebtoken::decode::<RawClaims>(token, key, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?
             .claims;
         self.check_claims(claims, unix_seconds(now))
     }
 
+    /// Reads the key files again (after a rotation at the issuer). On failure the current keys
+    /// stay in force and the error is returned, so a half-written file cannot lock everyone out.
+    pub fn reload_keys(&self) -> Result<(), AuthError> {
+        let keys = load_keys(&self.config)?;
+        tracing::info!(kids = ?keys.kids(), "JWT keys reloaded");
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        Ok(())
+    }
+
+    fn current_keys(&self) -> Arc<KeySet> {
+        // Poisoning cannot leave a half-swapped set: the write is a single assignment.
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn check_claims(&self, claims: RawClaims, now: u64) -> Result<Caller, AuthError> {
         let exp = numeric_date(claims.exp, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
         let iat = numeric_date(claims.iat, "iat")?.ok_or(AuthError::MissingClaim("iat"))?;
-        if now >= exp.saturating_add(self.leeway) {
+        if now >= exp.saturating_add(self.config.leeway_secs) {
             return Err(AuthError::Expired);
         }
         if let Some(nbf) = numeric_date(claims.nbf, "nbf")?
-            && nbf > now.saturating_add(self.leeway)
+            && nbf > now.saturating_add(self.config.leeway_secs)
         {
             return Err(AuthError::NotYetValid);
         }
         // A token "issued" in the future comes from a broken or hostile clock.
-        if iat > now.saturating_add(self.leeway) {
+        if iat > now.saturating_add(self.config.leeway_secs) {
             return Err(AuthError::NotYetValid);
         }
         if exp < iat {
             return Err(AuthError::InvalidClaim("exp"));
         }
-        if exp - iat > self.max_lifetime {
+        if exp - iat > self.config.max_lifetime_secs {
             return Err(AuthError::LifetimeTooLong);
         }
         let sub = match claims.sub {
@@ -179,6 +175,24 @@ impl Authenticator {
             Some(_) => return Err(AuthError::BadRole),
         };
         Ok(Caller { sub, role })
+    }
+}
+
+/// Loads the keys of `config`, refusing dev keys in production and announcing them in dev.
+fn load_keys(config: &AuthConfig) -> Result<KeySet, AuthError> {
+    let allow_dev = config.mode == Mode::Dev;
+    match &config.keys {
+        KeySource::Jwks(path) => KeySet::from_jwks_file(path, config.algorithm, allow_dev),
+        KeySource::Pem(files) => KeySet::from_pem_files(files, config.algorithm),
+        KeySource::Dev => {
+            let paths = super::dev::ensure_dev_key(&config.data_dir)?;
+            tracing::warn!(
+                jwks = %paths.jwks.display(),
+                kid = %paths.kid,
+                "DEV MODE: accepting JWTs signed by the dev key; production refuses it"
+            );
+            KeySet::from_jwks_file(&paths.jwks, config.algorithm, allow_dev)
+        }
     }
 }
 

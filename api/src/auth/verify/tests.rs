@@ -324,3 +324,27 @@ fn debug_shows_configuration_not_keys() {
     let text = format!("{:?}", fx.auth);
     assert!(text.contains("Es256") && text.contains("k1") && text.contains(ISS));
 }
+
+#[test]
+fn keys_reload_after_rotation_and_survive_a_bad_file() {
+    let (old, new) = (TestKey::es256("old"), TestKey::es256("new"));
+    let fx = jwks_fixture(JwtAlgorithm::Es256, &[&old]);
+    let c = claims(ISS, AUD, fx.secs());
+    assert!(matches!(
+        fx.verify(&new.token(&c)),
+        Err(AuthError::UnknownKid)
+    ));
+    let path = fx._dir.path().join("jwks.json");
+    // A broken file is refused and the old keys stay in force.
+    std::fs::write(&path, "{\"keys\": [").unwrap();
+    assert!(fx.auth.reload_keys().is_err());
+    assert!(fx.verify(&old.token(&c)).is_ok());
+    // The rotated set replaces the old one.
+    std::fs::write(&path, format!(r#"{{"keys":[{}]}}"#, new.jwk())).unwrap();
+    fx.auth.reload_keys().unwrap();
+    assert!(fx.verify(&new.token(&c)).is_ok());
+    assert!(matches!(
+        fx.verify(&old.token(&c)),
+        Err(AuthError::UnknownKid)
+    ));
+}
