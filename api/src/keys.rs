@@ -359,9 +359,22 @@ pub async fn generate_key(
     result
 }
 
-/// Shows one of the caller's keys.
+/// Shows one of the caller's keys, with a certificate from the current enclave instance:
+/// the stored one names the instance that created the key, which a restart replaces.
 pub async fn get_key(state: &AppState, caller: &Caller, key_id: &str) -> Result<KeyView, ApiError> {
-    owned_key(state, caller, key_id).await.map(|k| key_view(&k))
+    let mut key = owned_key(state, caller, key_id).await?;
+    state.readiness.require()?;
+    match state
+        .enclave
+        .call(Request::CertifyKey {
+            key_id: key_id.to_string(),
+        })
+        .await?
+    {
+        Response::KeyCertified { certificate } => key.key_certificate = certificate,
+        _ => return Err(ApiError::Internal("unexpected answer to CertifyKey".into())),
+    }
+    Ok(key_view(&key))
 }
 
 /// Signs a message with one of the caller's keys.

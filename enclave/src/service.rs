@@ -180,6 +180,7 @@ impl Enclave {
                 message,
             } => self.sign(&key_id, &ticket, &message),
             Request::DestroyKey { key_id, ticket } => self.destroy_key(&key_id, &ticket),
+            Request::CertifyKey { key_id } => self.certify_key(&key_id),
             Request::ExportBackup => self.export_backup(),
             Request::ImportBackup { blob } => self.import_backup(&blob),
             _ => Err(err(Code::BadRequest, "unsupported request")),
@@ -284,18 +285,7 @@ impl Enclave {
             return Err(err(Code::KeyExists, "a key with this id already exists"));
         }
         let created_at = self.clock.now_unix();
-        let certificate = KeyCertificate::issue(
-            &KeyCertificateBody {
-                version: KEYCERT_VERSION,
-                key_id: key_id.to_string(),
-                identity_id: identity_id.to_string(),
-                public_key: public_key.clone(),
-                created_at,
-            },
-            &self.instance_key,
-        )
-        .and_then(|c| c.to_bytes())
-        .map_err(|_| err(Code::Internal, "could not issue key certificate"))?;
+        let certificate = self.certificate(key_id, identity_id, &public_key, created_at)?;
         self.spend(&mut st, ticket)?;
         st.keys.insert(KeyEntry {
             key_id: key_id.to_string(),
@@ -363,6 +353,44 @@ impl Enclave {
         st.keys.remove(key_id);
         st.generation += 1;
         Ok(Response::KeyDestroyed)
+    }
+
+    /// A key certificate signed by this instance's key.
+    fn certificate(
+        &self,
+        key_id: &str,
+        identity_id: &str,
+        public_key: &[u8],
+        created_at: u64,
+    ) -> Result<Vec<u8>, ErrorBody> {
+        KeyCertificate::issue(
+            &KeyCertificateBody {
+                version: KEYCERT_VERSION,
+                key_id: key_id.to_string(),
+                identity_id: identity_id.to_string(),
+                public_key: public_key.to_vec(),
+                created_at,
+            },
+            &self.instance_key,
+        )
+        .and_then(|c| c.to_bytes())
+        .map_err(|_| err(Code::Internal, "could not issue key certificate"))
+    }
+
+    fn certify_key(&self, key_id: &str) -> Result<Response, ErrorBody> {
+        let entry = self
+            .state()
+            .keys
+            .get(key_id)
+            .cloned()
+            .ok_or_else(|| err(Code::UnknownKey, "no such key"))?;
+        let certificate = self.certificate(
+            &entry.key_id,
+            &entry.identity_id,
+            &entry.public_key,
+            entry.created_at,
+        )?;
+        Ok(Response::KeyCertified { certificate })
     }
 
     fn sealer(&self) -> Result<&Arc<dyn Sealer>, ErrorBody> {

@@ -52,6 +52,12 @@ pub enum Request {
         /// A `DestroyKey` ticket over the empty payload.
         ticket: Ticket,
     },
+    /// A fresh key certificate for an existing key, signed by this instance's key (public
+    /// information, so no ticket): after a restart, old certificates name an old instance key.
+    CertifyKey {
+        /// The key.
+        key_id: String,
+    },
     /// Seals every key and the ticket key into one blob.
     ExportBackup,
     /// Restores keys and the ticket key from a sealed blob.
@@ -72,6 +78,7 @@ impl Request {
             Request::GenerateKey { .. } => "generate_key",
             Request::Sign { .. } => "sign",
             Request::DestroyKey { .. } => "destroy_key",
+            Request::CertifyKey { .. } => "certify_key",
             Request::ExportBackup => "export_backup",
             Request::ImportBackup { .. } => "import_backup",
         }
@@ -128,6 +135,12 @@ pub enum Response {
     },
     /// Answer to [`Request::DestroyKey`].
     KeyDestroyed,
+    /// Answer to [`Request::CertifyKey`].
+    KeyCertified {
+        /// A [`crate::keycert::KeyCertificate`], CBOR-encoded.
+        #[serde(with = "serde_bytes")]
+        certificate: Vec<u8>,
+    },
     /// Answer to [`Request::ExportBackup`].
     Backup {
         /// The sealed blob.

@@ -412,9 +412,31 @@ async fn keys_survive_an_enclave_restart_through_the_sealed_backup() {
         })
     );
 
+    let instance_key = instance_key_from_attestation(&stack, &mut c).await;
     for (id, spki) in [("key-a", &spki_a), ("key-b", &spki_b)] {
         let t = ticket(&tk, TicketOperation::Sign, IDENTITY, id, msg);
         let sig = sign(&mut c, id, t, msg).await.expect("restored key signs");
         assert!(verify_sig(spki, msg, &sig), "{id} has the same public key");
+        // The new instance certifies the restored key under its own attested key.
+        let cert = match c
+            .call(Request::CertifyKey { key_id: id.into() })
+            .await
+            .unwrap()
+        {
+            Ok(Response::KeyCertified { certificate }) => certificate,
+            other => panic!("{other:?}"),
+        };
+        let body = KeyCertificate::from_bytes(&cert)
+            .unwrap()
+            .verify(&instance_key)
+            .unwrap();
+        assert_eq!((body.key_id.as_str(), &body.public_key), (id, spki));
     }
+    let r = c
+        .call(Request::CertifyKey {
+            key_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap_err().code, Code::UnknownKey);
 }
