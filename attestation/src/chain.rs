@@ -8,9 +8,12 @@
 //! PKI (certificates live hours to days), so it is not checked.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1, UnparsedPublicKey};
+use aws_lc_rs::signature::{
+    ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, ParsedPublicKey, UnparsedPublicKey,
+};
 use der::oid::{AssociatedOid, ObjectIdentifier};
 use der::{Decode, Encode, Reader, SliceReader};
 use x509_cert::Certificate;
@@ -29,7 +32,6 @@ const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34")
 const P384_POINT_LEN: usize = 97;
 
 /// What the verifier needs from one certificate, parsed once (and cached by DER bytes).
-#[derive(Debug)]
 pub(crate) struct CertInfo {
     subject: Vec<u8>,
     issuer: Vec<u8>,
@@ -41,6 +43,9 @@ pub(crate) struct CertInfo {
     /// The TBSCertificate's exact bytes within the DER, which the signature covers.
     tbs: Range<usize>,
     signature: Vec<u8>,
+    /// The key prepared for COSE (r‖s) signatures, made on first use: a cached leaf then
+    /// skips parsing its key on every document.
+    cose_key: OnceLock<Option<ParsedPublicKey>>,
 }
 
 impl CertInfo {
@@ -115,12 +120,21 @@ impl CertInfo {
             key_usage,
             tbs: tbs_range(der).map_err(malformed)?,
             signature,
+            cose_key: OnceLock::new(),
         })
     }
 
     /// The uncompressed P-384 public key point.
     pub(crate) fn public_key(&self) -> &[u8] {
         &self.public_key
+    }
+
+    /// Checks a COSE ES384 signature (raw r‖s) over `message` with this certificate's key.
+    pub(crate) fn verify_cose(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.cose_key
+            .get_or_init(|| ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &self.public_key).ok())
+            .as_ref()
+            .is_some_and(|key| key.verify_sig(message, signature).is_ok())
     }
 
     /// Checks the CA profile; `cas_below` is the number of CA certificates between this one

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use enclosure_policy::attestation::{AttestationPolicy, AttestedClaims};
 
 use crate::chain::CertInfo;
@@ -157,9 +156,9 @@ impl Verifier {
         // The document's signature over the Sig_structure with the payload bytes as received.
         // aws-lc accepts high-S signatures, which real NSM documents contain.
         let to_sign = crate::cbor::sig_structure(&cose.protected, &cose.payload);
-        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, infos[last].public_key())
-            .verify(&to_sign, &cose.signature)
-            .map_err(|_| VerifyError::DocumentSignature)?;
+        if !infos[last].verify_cose(&to_sign, &cose.signature) {
+            return Err(VerifyError::DocumentSignature);
+        }
 
         policy.check(
             &AttestedClaims {
