@@ -260,3 +260,65 @@ pub fn write_atomically<T>(output: &Path, body: impl FnOnce(&mut File) -> Result
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn src(len: usize) -> SectionSource<&'static [u8]> {
+        static DATA: [u8; 64] = [7; 64];
+        SectionSource {
+            name: format!("{len}"),
+            reader: &DATA[..len],
+            len: len as u64,
+        }
+    }
+
+    fn spec(ramdisks: usize) -> EifSpec<'static, &'static [u8]> {
+        EifSpec {
+            kernel: src(10),
+            cmdline: "console=ttyS0".into(),
+            ramdisks: (0..ramdisks).map(|_| src(5)).collect(),
+            identity: EifIdentityInfo::new("t", "1", 0).unwrap(),
+            signer: None,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn writes_what_the_reader_reads() {
+        let mut out = Cursor::new(Vec::new());
+        let report = write_eif(spec(29), &mut out).unwrap();
+        let info = crate::read_eif(&mut Cursor::new(out.into_inner())).unwrap();
+        assert_eq!(info.measurements, report.measurements);
+        assert_eq!(info.sections, report.sections);
+        assert_eq!(info.file_len, report.len);
+    }
+
+    #[test]
+    fn refuses_bad_specs() {
+        let mut out = Cursor::new(Vec::new());
+        assert!(matches!(
+            write_eif(spec(0), &mut out),
+            Err(Error::SectionCount { .. })
+        ));
+        assert!(matches!(
+            write_eif(spec(30), &mut out),
+            Err(Error::TooManySections(33))
+        ));
+        let mut s = spec(1);
+        s.cmdline = "a\0b".into();
+        assert!(matches!(write_eif(s, &mut out), Err(Error::CmdlineNul)));
+        for announced in [9, 11] {
+            let mut s = spec(1);
+            s.kernel.len = announced;
+            let err = write_eif(s, &mut out).unwrap_err();
+            assert!(
+                matches!(err, Error::InputChanged { actual, .. } if actual == 10.min(announced + 1)),
+                "{err}"
+            );
+        }
+    }
+}

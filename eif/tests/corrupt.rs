@@ -242,3 +242,29 @@ fn random_damage_never_panics() {
         let _ = read(&bad);
     }
 }
+
+#[test]
+fn a_signature_over_another_pcr0_is_reported_invalid() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/signed.eif");
+    let mut img = std::fs::read(data).unwrap();
+    let kernel_data = header(&img).section_offsets[0] as usize + 12;
+    img[kernel_data] ^= 0xff;
+    fix_crc(&mut img);
+    let info = read(&img).unwrap();
+    let sig = info.signature.unwrap();
+    assert!(!sig.valid);
+    assert!(sig.problem.unwrap().contains("PCR0"));
+    // PCR8 depends on the certificate only, so it is still reported.
+    assert!(info.measurements.pcr8.is_some());
+}
+
+#[test]
+fn a_garbled_signature_section_is_refused() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/signed.eif");
+    let mut img = std::fs::read(data).unwrap();
+    let h = header(&img);
+    let sig_data = h.section_offsets[usize::from(h.num_sections) - 1] as usize + 12;
+    img[sig_data] = 0xff; // not a CBOR array any more
+    fix_crc(&mut img);
+    assert!(matches!(read(&img), Err(Error::Signature(_))));
+}
