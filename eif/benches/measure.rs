@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let built = build_eif_file(
             &kernel,
             "console=ttyS0",
-            &[ramdisk.clone()],
+            std::slice::from_ref(&ramdisk),
             identity,
             None,
             &out,
