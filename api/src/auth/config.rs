@@ -20,6 +20,13 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Default maximum `exp - iat`, in seconds: tokens meant to live longer are refused.
 pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
 
+/// Largest leeway accepted in configuration: more than a few minutes of skew is a broken clock,
+/// and a large leeway quietly extends every token's life.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// Largest maximum lifetime accepted in configuration (7 days).
+pub const MAX_MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+
 /// The one signature algorithm accepted; everything else, `none` and HS* included, is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 pub enum JwtAlgorithm {
@@ -126,6 +133,46 @@ impl Default for AuthSettings {
     }
 }
 
+impl AuthSettings {
+    /// Applies `ENCLOSURE_AUTH_*` overrides from `get`: `ALGORITHM` (ES256 or ES384),
+    /// `ISSUER`, `AUDIENCE`, `JWKS_FILE`, `LEEWAY_SECS`, `MAX_LIFETIME_SECS`. PEM keys, being a
+    /// map, come from the file only; a `JWKS_FILE` override replaces them.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), AuthError> {
+        let secs = |name: &'static str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| AuthError::Config(format!("{name}: expected whole seconds")))
+        };
+        if let Some(v) = get("ENCLOSURE_AUTH_ALGORITHM") {
+            self.algorithm = match v.as_str() {
+                "ES256" => JwtAlgorithm::Es256,
+                "ES384" => JwtAlgorithm::Es384,
+                _ => {
+                    return Err(AuthError::Config(
+                        "ENCLOSURE_AUTH_ALGORITHM: expected ES256 or ES384".into(),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("ENCLOSURE_AUTH_ISSUER") {
+            self.issuer = Some(v);
+        }
+        if let Some(v) = get("ENCLOSURE_AUTH_AUDIENCE") {
+            self.audience = Some(v);
+        }
+        if let Some(v) = get("ENCLOSURE_AUTH_JWKS_FILE") {
+            self.jwks_file = Some(v.into());
+            self.pem_keys.clear();
+        }
+        if let Some(v) = get("ENCLOSURE_AUTH_LEEWAY_SECS") {
+            self.leeway_secs = secs("ENCLOSURE_AUTH_LEEWAY_SECS", v)?;
+        }
+        if let Some(v) = get("ENCLOSURE_AUTH_MAX_LIFETIME_SECS") {
+            self.max_lifetime_secs = secs("ENCLOSURE_AUTH_MAX_LIFETIME_SECS", v)?;
+        }
+        Ok(())
+    }
+}
+
 fn default_leeway() -> u64 {
     DEFAULT_LEEWAY_SECS
 }
@@ -188,6 +235,16 @@ impl AuthConfig {
         data_dir: &Path,
         mode: Mode,
     ) -> Result<Self, AuthError> {
+        if settings.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(AuthError::Config(format!(
+                "auth.leeway_secs is at most {MAX_LEEWAY_SECS}"
+            )));
+        }
+        if settings.max_lifetime_secs == 0 || settings.max_lifetime_secs > MAX_MAX_LIFETIME_SECS {
+            return Err(AuthError::Config(format!(
+                "auth.max_lifetime_secs is between 1 and {MAX_MAX_LIFETIME_SECS}"
+            )));
+        }
         let keys = match (&settings.jwks_file, settings.pem_keys.is_empty()) {
             (Some(_), false) => {
                 return Err(AuthError::Config(
@@ -345,5 +402,45 @@ mod tests {
         assert!(toml::from_str::<AuthSettings>("algorithms = [\"ES256\"]\n").is_err());
         let es384 = settings("algorithm = \"ES384\"\n");
         assert_eq!(es384.algorithm, JwtAlgorithm::Es384);
+    }
+
+    #[test]
+    fn defaults_match_an_empty_table_and_limits_hold() {
+        let (default, empty) = (AuthSettings::default(), settings(""));
+        assert_eq!(default.leeway_secs, empty.leeway_secs);
+        assert_eq!(default.max_lifetime_secs, empty.max_lifetime_secs);
+        for bad in [
+            "leeway_secs = 301\n",
+            "max_lifetime_secs = 0\n",
+            "max_lifetime_secs = 9999999\n",
+        ] {
+            assert!(AuthConfig::from_settings(&settings(bad), Path::new("/d"), Mode::Dev).is_err());
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_table() {
+        let mut s = settings("[pem_keys]\nk = \"/k.pem\"\n");
+        s.apply_env(|k| match k {
+            "ENCLOSURE_AUTH_ALGORITHM" => Some("ES384".into()),
+            "ENCLOSURE_AUTH_ISSUER" => Some("https://idp".into()),
+            "ENCLOSURE_AUTH_AUDIENCE" => Some("api".into()),
+            "ENCLOSURE_AUTH_JWKS_FILE" => Some("/etc/jwks.json".into()),
+            "ENCLOSURE_AUTH_LEEWAY_SECS" => Some("10".into()),
+            _ => None,
+        })
+        .unwrap();
+        let cfg = AuthConfig::from_settings(&s, Path::new("/d"), Mode::Production).unwrap();
+        assert_eq!(cfg.algorithm, JwtAlgorithm::Es384);
+        assert_eq!(cfg.keys, KeySource::Jwks("/etc/jwks.json".into()));
+        assert_eq!(cfg.leeway_secs, 10);
+        assert!(
+            s.apply_env(|k| (k == "ENCLOSURE_AUTH_ALGORITHM").then(|| "HS256".into()))
+                .is_err()
+        );
+        assert!(
+            s.apply_env(|k| (k == "ENCLOSURE_AUTH_LEEWAY_SECS").then(|| "1m".into()))
+                .is_err()
+        );
     }
 }
