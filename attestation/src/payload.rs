@@ -5,7 +5,7 @@
 //! non-zero uint (ms), `pcrs` 1..=32 entries with index < 32, `certificate` and each
 //! `cabundle` entry 1..=1024 bytes with at least one CA, `public_key` 1..=1024 bytes,
 //! `user_data` and `nonce` 0..=512 bytes. Optional fields that are CBOR null are absent.
-//! Since the digest must be SHA-384, every PCR must be 48 bytes.
+//! Since the digest must be SHA-384, every PCR must be 48 bytes; PCR0 must be present.
 //!
 //! Duplicate keys are refused: with two `nonce` entries, two parsers of the same bytes could
 //! disagree on which nonce was attested. Keys the format does not define are refused too.
@@ -161,6 +161,11 @@ fn parse_pcrs(value: Value) -> Result<BTreeMap<u8, [u8; PCR_LEN]>, VerifyError> 
         if pcrs.insert(index, pcr).is_some() {
             return Err(VerifyError::DuplicateKey("pcrs"));
         }
+    }
+    // Stricter than AWS's format, which never omits it: without PCR0 neither the image nor
+    // debug mode can be judged.
+    if !pcrs.contains_key(&0) {
+        return Err(invalid("pcrs", "has no PCR0"));
     }
     Ok(pcrs)
 }

@@ -264,6 +264,18 @@ fn payload_field_rules() {
         err,
         VerifyError::InvalidField { field: "pcrs", .. }
     ));
+    assert_eq!(
+        rebuild(&|e| {
+            let Value::Map(pcrs) = field(e, "pcrs") else {
+                panic!()
+            };
+            pcrs.remove(0);
+        }),
+        Err(VerifyError::InvalidField {
+            field: "pcrs",
+            reason: "has no PCR0"
+        })
+    );
     // This document has `user_data: null`; dropping the key instead passes the field rules
     // (null and absent mean the same) and fails only at the signature over the bytes.
     assert_eq!(

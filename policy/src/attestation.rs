@@ -242,18 +242,18 @@ impl AttestationPolicy {
 
     /// Judges the claims of an authenticated document at time `at`.
     ///
-    /// Order matters only for which error is reported: debug mode first (a debug enclave's
-    /// memory is readable by its host, so nothing else about it matters), then measurement,
-    /// then freshness, then the caller-bound fields.
+    /// Order matters only for which error is reported: PCR0 presence and debug mode first (a
+    /// debug enclave's memory is readable by its host, so nothing else about it matters),
+    /// then measurement, then freshness, then the caller-bound fields.
     pub fn check(
         &self,
         claims: &AttestedClaims<'_>,
         at: SystemTime,
     ) -> Result<(), PolicyViolation> {
-        let debug = claims
-            .pcrs
-            .get(&0)
-            .is_some_and(|pcr0| pcr0.iter().all(|&b| b == 0));
+        // Without PCR0 nothing says which image runs, nor whether it is a debug enclave: a
+        // document that omits it is refused whatever the PCR sets say.
+        let pcr0 = claims.pcrs.get(&0).ok_or(PolicyViolation::PcrMissing(0))?;
+        let debug = pcr0.iter().all(|&b| b == 0);
         if debug && !self.allow_debug {
             return Err(PolicyViolation::DebugMode);
         }
@@ -482,6 +482,12 @@ mod tests {
         assert_eq!(
             policy.check(&claims(&debug), at(1_700_000_000_000)),
             Err(PolicyViolation::DebugMode)
+        );
+        let mut no_pcr0 = good.clone();
+        no_pcr0.remove(&0);
+        assert_eq!(
+            policy.check(&claims(&no_pcr0), at(1_700_000_000_000)),
+            Err(PolicyViolation::PcrMissing(0))
         );
         let allow = policy.clone().with_allow_debug(true);
         assert_eq!(allow.check(&claims(&debug), at(1_700_000_000_000)), Ok(()));
