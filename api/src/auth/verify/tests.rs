@@ -147,6 +147,16 @@ fn a_bad_signature_is_refused() {
         fx.verify(&impostor.token(&claims(ISS, AUD, fx.secs()))),
         Err(AuthError::BadSignature)
     ));
+    // Keys offered by the token itself (jwk, jku, x5u) are never used.
+    let embedded: Value = serde_json::from_str(&impostor.jwk()).unwrap();
+    let header = json!({
+        "alg": "ES256", "kid": "k1", "jwk": embedded,
+        "jku": "https://evil.test/jwks.json", "x5u": "https://evil.test/cert.pem",
+    });
+    assert!(matches!(
+        fx.verify(&impostor.sign_raw(&header, &claims(ISS, AUD, fx.secs()))),
+        Err(AuthError::BadSignature)
+    ));
 }
 
 #[test]
