@@ -31,6 +31,12 @@ on_both!(store_connects_and_migrates_idempotently, |db| {
             db.sqlite_path().exists(),
             "the file and its directory are created"
         );
+        let mut raw = db.sqlite_raw().await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut raw)
+            .await
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
     }
 });
 
@@ -574,5 +580,33 @@ on_both!(store_backups_latest_wins, |db| {
     assert!(
         !format!("{latest:?}").contains("255, 255"),
         "Debug shows no blob bytes"
+    );
+});
+
+on_both!(store_audit_verifies_while_appends_continue, |db| {
+    let store = db.store().await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                store
+                    .append_audit(entry("alice", "key.sign", T0 + i))
+                    .await
+                    .expect("append");
+            }
+        })
+    };
+    for _ in 0..10 {
+        let report = store.verify_audit_chain().await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+    }
+    writer.await.expect("writer");
+    assert_eq!(
+        store
+            .verify_audit_chain()
+            .await
+            .expect("verify")
+            .rows_checked,
+        300
     );
 });

@@ -139,6 +139,14 @@ CREATE FUNCTION enclosure_audit_lock_head(OUT seq BIGINT, OUT hash BYTEA) LANGUA
     SELECT h.seq, h.hash FROM audit_head h WHERE h.id FOR UPDATE
 $$;
 REVOKE ALL ON FUNCTION enclosure_audit_lock_head() FROM PUBLIC;
+
+-- Reads the chain head without locking it, for verification: rows up to the head must all
+-- be present, so a deleted tail shows even though the rows before it still chain.
+CREATE FUNCTION enclosure_audit_head(OUT seq BIGINT, OUT hash BYTEA) LANGUAGE sql STABLE
+    SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    SELECT h.seq, h.hash FROM audit_head h WHERE h.id
+$$;
+REVOKE ALL ON FUNCTION enclosure_audit_head() FROM PUBLIC;
 REVOKE ALL ON FUNCTION enclosure_audit_link() FROM PUBLIC;
 
 -- One-way state columns: a key is destroyed once, a ticket used once and only before it
@@ -231,8 +239,14 @@ BEGIN
         END IF;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'enclosure_app') THEN
-        EXECUTE format('GRANT CONNECT ON DATABASE %I TO enclosure_app', current_database());
-        EXECUTE format('GRANT USAGE ON SCHEMA %I TO enclosure_app', current_schema());
+        -- PUBLIC usually holds both already; a migrating role that does not own the
+        -- database or schema may not grant them, which is worth a warning, not a failure.
+        BEGIN
+            EXECUTE format('GRANT CONNECT ON DATABASE %I TO enclosure_app', current_database());
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO enclosure_app', current_schema());
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'could not grant CONNECT/USAGE to enclosure_app: %', SQLERRM;
+        END;
         GRANT SELECT, INSERT ON identities TO enclosure_app;
         GRANT SELECT, INSERT ON keys TO enclosure_app;
         GRANT UPDATE (destroyed_at_ms) ON keys TO enclosure_app;
@@ -244,6 +258,7 @@ BEGIN
         GRANT SELECT, INSERT ON audit TO enclosure_app;
         GRANT SELECT, INSERT ON backups TO enclosure_app;
         GRANT EXECUTE ON FUNCTION enclosure_audit_lock_head() TO enclosure_app;
+        GRANT EXECUTE ON FUNCTION enclosure_audit_head() TO enclosure_app;
     END IF;
 END
 $$;

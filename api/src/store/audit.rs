@@ -152,6 +152,14 @@ pub enum ChainBreakReason {
         /// The seq that should have come next.
         expected: i64,
     },
+    /// Rows from this seq up to the chain head recorded by the database are missing: the
+    /// end of the log was deleted (PostgreSQL, which keeps the head in `audit_head`).
+    MissingTail {
+        /// The last seq the head says exists.
+        head_seq: i64,
+    },
+    /// The last row's hash differs from the head the database recorded (PostgreSQL).
+    HeadMismatch,
 }
 
 impl std::fmt::Display for ChainBreakReason {
@@ -162,6 +170,12 @@ impl std::fmt::Display for ChainBreakReason {
                 f.write_str("prev_hash does not link to the previous row")
             }
             ChainBreakReason::Gap { expected } => write!(f, "gap: expected seq {expected}"),
+            ChainBreakReason::MissingTail { head_seq } => {
+                write!(f, "rows up to the chain head {head_seq} are missing")
+            }
+            ChainBreakReason::HeadMismatch => {
+                f.write_str("the last row's hash differs from the recorded chain head")
+            }
         }
     }
 }
@@ -442,19 +456,35 @@ impl Store {
             last_seq: 0,
             first_broken: None,
         };
+        // On PostgreSQL, read the head first and check rows up to it: rows appended after
+        // this point are left for the next run, and a deleted tail cannot hide.
+        let head = match self.inner.backend {
+            Backend::Postgres => {
+                let mut tx = self.scoped("", role::SYSTEM).await?;
+                let r = sqlx::query("SELECT seq, hash FROM enclosure_audit_head()")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::Corrupt("the audit_head row is missing"))?;
+                tx.commit().await?;
+                Some((r.try_get::<i64, _>(0)?, hash32(r.try_get(1)?)?))
+            }
+            Backend::Sqlite => None,
+        };
+        let upto = head.map_or(i64::MAX, |(seq, _)| seq);
         let mut prev = GENESIS_HASH;
         loop {
             let mut tx = self.scoped("", role::SYSTEM).await?;
             let page = sqlx::query(&format!(
-                "{SELECT_ROW} WHERE seq > $1 ORDER BY seq LIMIT $2"
+                "{SELECT_ROW} WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2"
             ))
             .bind(report.last_seq)
             .bind(VERIFY_PAGE)
+            .bind(upto)
             .fetch_all(&mut *tx)
             .await?;
             tx.commit().await?;
             if page.is_empty() {
-                return Ok(report);
+                break;
             }
             for r in &page {
                 let row = row_from(r)?;
@@ -480,6 +510,20 @@ impl Store {
                 prev = row.hash;
             }
         }
+        if let Some((head_seq, head_hash)) = head {
+            if report.last_seq < head_seq {
+                report.first_broken = Some(ChainBreak {
+                    seq: report.last_seq + 1,
+                    reason: ChainBreakReason::MissingTail { head_seq },
+                });
+            } else if prev != head_hash {
+                report.first_broken = Some(ChainBreak {
+                    seq: head_seq,
+                    reason: ChainBreakReason::HeadMismatch,
+                });
+            }
+        }
+        Ok(report)
     }
 }
 

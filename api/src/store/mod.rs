@@ -90,6 +90,12 @@ impl fmt::Debug for DatabaseConfig {
 
 /// A URL with any password replaced, for logs and `Debug`.
 pub fn redact_url(url: &str) -> String {
+    // A password may also come as a query parameter; then show no parameters at all.
+    if let Some((base, query)) = url.split_once('?')
+        && query.to_ascii_lowercase().contains("password")
+    {
+        return format!("{}?***", redact_url(base));
+    }
     let Some(scheme_end) = url.find("://") else {
         return "<unparsable url>".into();
     };
@@ -358,6 +364,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://db/x?user=a"),
             "postgres://db/x?user=a"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@db/x?password=z"),
+            "postgres://u:***@db/x?***"
         );
         let cfg = DatabaseConfig::Postgres {
             url: "postgres://a:pw1@h/d".into(),
