@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod audit;
 mod dev;
 mod eif;
 mod up;
@@ -28,6 +29,9 @@ enum Command {
     /// Verify attestation documents.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Check the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Development helpers (dev mode only).
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Attest(cmd) => attest::run(cmd),
         Command::Eif(cmd) => eif::run(cmd),
         Command::Dev(cmd) => dev::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     };
     match result {
         Ok(code) => code,

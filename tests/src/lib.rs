@@ -5,6 +5,8 @@
 //! `cargo build --workspace --bins` (the README's test command does).
 #![forbid(unsafe_code)]
 
+pub mod api;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
