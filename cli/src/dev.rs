@@ -4,13 +4,14 @@
 //! api started with `enclosure up --data-dir DIR` trusts. A production api refuses such tokens:
 //! it refuses the dev key, the dev issuer and any JWKS entry marked as dev.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use enclosure_api::auth::{DEV_MAX_TTL, Role, ensure_dev_key, mint_dev_token};
+use enclosure_api::auth::{DEV_MAX_TTL, KeySource, Role, ensure_dev_key, mint_dev_token};
+use enclosure_api::{ApiConfig, Mode};
 
 /// Dev-only commands.
 #[derive(Debug, Subcommand)]
@@ -51,6 +52,7 @@ fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
             args.data_dir.display()
         );
     }
+    check_stack_trusts_the_dev_key(&args.data_dir)?;
     let paths = ensure_dev_key(&args.data_dir)
         .with_context(|| format!("the dev key of {}", args.data_dir.display()))?;
     let token = mint_dev_token(
@@ -71,6 +73,36 @@ fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses when the api configuration `enclosure up` wrote into the data directory says the
+/// stack would not accept a dev token: production mode, or configured JWT keys.
+fn check_stack_trusts_the_dev_key(data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join("api.toml");
+    if !path.exists() {
+        // The stack has not started yet; it will adopt the key generated now.
+        return Ok(());
+    }
+    let config = match ApiConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: cannot read {}: {e}", path.display());
+            return Ok(());
+        }
+    };
+    if config.mode == Mode::Production {
+        bail!(
+            "the stack of {} runs in production mode, which refuses dev tokens",
+            data_dir.display()
+        );
+    }
+    match config.auth_config() {
+        Ok(auth) if auth.keys != KeySource::Dev => bail!(
+            "the api of {} trusts configured JWT keys, not the dev key",
+            data_dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -164,6 +196,34 @@ mod tests {
         ])
         .unwrap();
         assert!(run(cli.dev).is_err());
+
+        // A stack configured for production, or with its own JWT keys, gets no dev token.
+        let args = |dir: &Path| {
+            let cli = Cli::try_parse_from([
+                "t",
+                "token",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--sub",
+                "alice",
+                "--role",
+                "admin",
+            ])
+            .unwrap();
+            cli.dev
+        };
+        let stack = "listen = \"127.0.0.1:1\"\nenclave = \"unix:///x.sock\"\n";
+        for refused in [
+            format!("mode = \"production\"\ntls_cert = \"c\"\ntls_key = \"k\"\n{stack}"),
+            format!(
+                "mode = \"dev\"\n{stack}[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/j\"\n"
+            ),
+        ] {
+            std::fs::write(dir.join("api.toml"), refused).unwrap();
+            assert!(run(args(&dir)).is_err());
+        }
+        std::fs::write(dir.join("api.toml"), format!("mode = \"dev\"\n{stack}")).unwrap();
+        assert_eq!(run(args(&dir)).unwrap(), ExitCode::SUCCESS);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
