@@ -67,8 +67,22 @@ pub enum EifCommand {
         /// The EIF to check.
         file: PathBuf,
         /// JSON with the expected PCRs (`nitro-cli describe-eif` output, or {"PCR0": "…"}).
-        #[arg(long, required_unless_present = "against")]
+        #[arg(long, conflicts_with = "attestation", required_unless_present_any = ["attestation", "against"])]
         expected: Option<PathBuf>,
+        /// An attestation document (COSE_Sign1, as the NSM returns it): its PCRs are the
+        /// expected values, used only once the document verifies to the AWS Nitro root.
+        #[arg(long)]
+        attestation: Option<PathBuf>,
+        /// Verify the attestation as of this time: RFC 3339, seconds since the epoch, or
+        /// "document" for the document's own timestamp (archived documents). Default: now.
+        #[arg(long, requires = "attestation")]
+        at: Option<String>,
+        /// Maximum age of the attestation document at --at, in seconds (default 300).
+        #[arg(long, requires = "attestation")]
+        max_age: Option<u64>,
+        /// Also trust this dev root certificate (PEM), for documents from the dev attester.
+        #[arg(long, requires = "attestation")]
+        dev_root: Option<PathBuf>,
         /// A reference EIF: compare section by section and list the ramdisk entries that differ.
         #[arg(long)]
         against: Option<PathBuf>,
@@ -132,20 +146,27 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
         EifCommand::Verify {
             file,
             expected,
+            attestation,
+            at,
+            max_age,
+            dev_root,
             against,
             json,
         } => {
             let info = read(&file)?;
             let reference = against.as_deref().map(read).transpose()?;
-            let expected: ExpectedPcrs = match (&expected, &reference) {
-                (Some(p), _) => {
+            let expected: ExpectedPcrs = match (&attestation, &expected, &reference) {
+                (Some(doc), _, _) => {
+                    attested_pcrs(doc, at.as_deref(), max_age, dev_root.as_deref())?
+                }
+                (None, Some(p), _) => {
                     let text = fs::read_to_string(p)
                         .with_context(|| format!("reading {}", p.display()))?;
                     explain::parse_expected_pcrs(&text)
                         .with_context(|| format!("parsing {}", p.display()))?
                 }
-                (None, Some(r)) => pcrs_of(r),
-                (None, None) => bail!("give --expected or --against"),
+                (None, None, Some(r)) => pcrs_of(r),
+                (None, None, None) => bail!("give --expected, --attestation or --against"),
             };
             verify(
                 &file,
@@ -156,6 +177,63 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+/// The image PCRs of an attestation document, read only after it verifies.
+fn attested_pcrs(
+    doc: &Path,
+    at: Option<&str>,
+    max_age: Option<u64>,
+    dev_root: Option<&Path>,
+) -> anyhow::Result<ExpectedPcrs> {
+    use enclosure_attestation::{AttestationPolicy, TrustAnchor, Verifier};
+
+    let bytes = fs::read(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let mut policy = AttestationPolicy::default();
+    if let Some(secs) = max_age {
+        policy = policy.with_max_age(std::time::Duration::from_secs(secs));
+    }
+    if let Some(root) = dev_root {
+        let pem = fs::read(root).with_context(|| format!("reading {}", root.display()))?;
+        let der = enclosure_attestation::pem_certificate_to_der(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", root.display()))?;
+        // Dev conveniences are never silent.
+        eprintln!(
+            "WARNING: trusting the DEV root {} besides the AWS Nitro root",
+            root.display()
+        );
+        policy = policy.with_dev_root_der(der);
+    }
+    let verifier = Verifier::uncached();
+    let verified = match at {
+        Some("document") => verifier.verify_at_document_time(&bytes, &policy),
+        Some(t) => verifier.verify(&bytes, &policy, parse_time(t)?),
+        None => verifier.verify(&bytes, &policy, std::time::SystemTime::now()),
+    }
+    .with_context(|| format!("attestation document {} does not verify", doc.display()))?;
+    let anchor = match verified.trust_anchor() {
+        TrustAnchor::AwsNitroRoot => "the AWS Nitro root",
+        TrustAnchor::DevRoot => "a DEV root",
+    };
+    eprintln!(
+        "attestation: verified to {anchor}; module {}, made at {} ms since the epoch",
+        verified.module_id(),
+        verified.timestamp_ms()
+    );
+    Ok(explain::IMAGE_PCRS
+        .iter()
+        .filter_map(|&i| verified.pcr(i).map(|v| (i, v.to_vec())))
+        .collect())
+}
+
+/// Seconds since the epoch, or an RFC 3339 timestamp.
+fn parse_time(text: &str) -> anyhow::Result<std::time::SystemTime> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    }
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--at {text:?} is neither seconds nor RFC 3339"))?;
+    Ok(t.into())
 }
 
 fn read(path: &Path) -> anyhow::Result<EifInfo> {

@@ -82,10 +82,7 @@ pub fn check_pcrs(info: &EifInfo, expected: &ExpectedPcrs) -> Vec<PcrCheck> {
             let (actual, inputs): (Digest48, String) = match index {
                 0 => (
                     m.pcr0,
-                    format!(
-                        "kernel ‖ cmdline ‖ ramdisk 0..{}",
-                        ramdisks.saturating_sub(1)
-                    ),
+                    format!("kernel ‖ cmdline ‖ {}", ramdisk_range(0, ramdisks)),
                 ),
                 1 => (m.pcr1, "kernel ‖ cmdline ‖ ramdisk 0".into()),
                 2 if ramdisks > 1 => (m.pcr2, ramdisk_range(1, ramdisks)),
