@@ -35,8 +35,15 @@
 //!
 //! With no key source configured, dev mode trusts a key generated under
 //! `DATA_DIR/auth/` ([`ensure_dev_key`]), which `enclosure dev token` signs with
-//! ([`mint_dev_token`]). Production refuses it three ways: no key source is an error, key
-//! files in the dev directory are refused, and JWKs marked `enclosure_dev` are refused.
+//! ([`mint_dev_token`]). Production refuses it four ways: no key source is an error, key
+//! files in the dev directory are refused, JWKs marked `enclosure_dev` are refused, and so is
+//! the dev issuer.
+//!
+//! # Configuration
+//!
+//! The `[auth]` table ([`AuthSettings`]) of the api's TOML file, overridden by
+//! `ENCLOSURE_AUTH_*` variables ([`AuthSettings::apply_env`]), checked for the mode by
+//! [`AuthConfig::from_settings`].
 
 mod config;
 mod dev;
@@ -56,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{
     AuthConfig, AuthSettings, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_LIFETIME_SECS, JwtAlgorithm,
-    KeySource,
+    KeySource, MAX_LEEWAY_SECS, MAX_MAX_LIFETIME_SECS,
 };
 pub use dev::{
     DEV_AUDIENCE, DEV_ISSUER, DEV_MAX_TTL, DevKeyPaths, dev_key_dir, ensure_dev_key, mint_dev_token,
