@@ -205,17 +205,28 @@ async fn rate_limit(state: &AppState, caller: &Caller, identity_id: &str) -> Res
     Ok(())
 }
 
+/// One key operation, as its ticket binds it.
+struct KeyOp<'a> {
+    op: TicketOperation,
+    identity_id: &'a str,
+    key_id: &'a str,
+    payload: &'a [u8],
+}
+
 /// Issues, stores and claims a ticket, then sends `make(ticket)` to the enclave.
 async fn run_key_op(
     state: &AppState,
     caller: &Caller,
     subject: &mut Subject,
-    op: TicketOperation,
-    identity_id: &str,
-    key_id: &str,
-    payload: &[u8],
+    key_op: KeyOp<'_>,
     make: impl FnOnce(enclosure_policy::ticket::Ticket) -> Request,
 ) -> Result<Response, ApiError> {
+    let KeyOp {
+        op,
+        identity_id,
+        key_id,
+        payload,
+    } = key_op;
     rate_limit(state, caller, identity_id).await?;
     state.readiness.require()?;
     let now_ms = state.now_ms();
@@ -318,10 +329,12 @@ pub async fn generate_key(
             state,
             caller,
             &mut subject,
-            TicketOperation::GenerateKey,
-            identity_id,
-            &key_id,
-            b"",
+            KeyOp {
+                op: TicketOperation::GenerateKey,
+                identity_id,
+                key_id: &key_id,
+                payload: b"",
+            },
             |ticket| Request::GenerateKey { ticket },
         )
         .await?;
@@ -396,10 +409,12 @@ pub async fn sign(
             state,
             caller,
             &mut subject,
-            TicketOperation::Sign,
-            &key.identity_id,
-            key_id,
-            message,
+            KeyOp {
+                op: TicketOperation::Sign,
+                identity_id: &key.identity_id,
+                key_id,
+                payload: message,
+            },
             |ticket| Request::Sign {
                 key_id: key_id.to_string(),
                 ticket,
@@ -434,10 +449,12 @@ pub async fn destroy(state: &AppState, caller: &Caller, key_id: &str) -> Result<
             state,
             caller,
             &mut subject,
-            TicketOperation::DestroyKey,
-            &key.identity_id,
-            key_id,
-            b"",
+            KeyOp {
+                op: TicketOperation::DestroyKey,
+                identity_id: &key.identity_id,
+                key_id,
+                payload: b"",
+            },
             |ticket| Request::DestroyKey {
                 key_id: key_id.to_string(),
                 ticket,

@@ -152,86 +152,95 @@ async fn bad_input(backend: Backend) {
         }
         (status, v)
     }
+    struct Case {
+        what: &'static str,
+        token: Option<String>,
+        idem: Option<&'static str>,
+        ctype: &'static str,
+        body: Vec<u8>,
+        status: u16,
+        code: &'static str,
+    }
     let body = br#"{"name":"x"}"#.to_vec();
-    let cases: Vec<(&str, Option<String>, Option<&str>, &str, Vec<u8>, u16, &str)> = vec![
-        (
+    let case = |what, token: Option<String>, idem, status, code| Case {
+        what,
+        token,
+        idem,
+        ctype: "application/json",
+        body: body.clone(),
+        status,
+        code,
+    };
+    let mut wrong_aud = stack.claims("alice", "client");
+    wrong_aud["aud"] = json!("someone-else");
+    let mut expired = stack.claims("alice", "client");
+    expired["iat"] = json!(enclosure_tests::now() - 7200);
+    expired["exp"] = json!(enclosure_tests::now() - 3600);
+    let cases = vec![
+        case(
             "malformed JWT",
             Some("not.a.jwt".into()),
             Some("k1"),
-            "application/json",
-            body.clone(),
             401,
             "",
         ),
-        (
+        case(
             "wrong audience",
-            Some(stack.token_with_claims({
-                let mut c = stack.claims("alice", "client");
-                c["aud"] = json!("someone-else");
-                c
-            })),
+            Some(stack.token_with_claims(wrong_aud)),
             Some("k2"),
-            "application/json",
-            body.clone(),
             401,
             "wrong_audience",
         ),
-        (
+        case(
             "expired token",
-            Some(stack.token_with_claims({
-                let mut c = stack.claims("alice", "client");
-                c["iat"] = json!(enclosure_tests::now() - 7200);
-                c["exp"] = json!(enclosure_tests::now() - 3600);
-                c
-            })),
+            Some(stack.token_with_claims(expired)),
             Some("k3"),
-            "application/json",
-            body.clone(),
             401,
             "token_expired",
         ),
-        (
+        case(
             "missing Idempotency-Key",
             Some(alice.clone()),
             None,
-            "application/json",
-            body.clone(),
             400,
             "bad_request",
         ),
-        (
-            "oversized body",
-            Some(alice.clone()),
-            Some("k5"),
-            "application/json",
-            format!("{{\"name\":\"{}\"}}", "a".repeat(300 * 1024)).into_bytes(),
-            413,
-            "payload_too_large",
-        ),
-        (
-            "wrong content type",
-            Some(alice.clone()),
-            Some("k6"),
-            "text/plain",
-            body.clone(),
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "malformed JSON",
-            Some(alice.clone()),
-            Some("k7"),
-            "application/json",
-            b"{\"name\":".to_vec(),
-            400,
-            "bad_request",
-        ),
+        Case {
+            body: format!("{{\"name\":\"{}\"}}", "a".repeat(300 * 1024)).into_bytes(),
+            ..case(
+                "oversized body",
+                Some(alice.clone()),
+                Some("k5"),
+                413,
+                "payload_too_large",
+            )
+        },
+        Case {
+            ctype: "text/plain",
+            ..case(
+                "wrong content type",
+                Some(alice.clone()),
+                Some("k6"),
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            body: b"{\"name\":".to_vec(),
+            ..case(
+                "malformed JSON",
+                Some(alice.clone()),
+                Some("k7"),
+                400,
+                "bad_request",
+            )
+        },
     ];
-    for (what, token, idem, ctype, body, status, code) in cases {
-        let (got, v) = post(&http, url, token.as_deref(), idem, ctype, body).await;
-        assert_eq!(got, status, "{what}: {v}");
-        if !code.is_empty() {
-            assert_eq!(v["code"], json!(code), "{what}: {v}");
+    for c in cases {
+        let (got, v) = post(&http, url, c.token.as_deref(), c.idem, c.ctype, c.body).await;
+        assert_eq!(got, c.status, "{}: {v}", c.what);
+        if !c.code.is_empty() {
+            assert_eq!(v["code"], json!(c.code), "{}: {v}", c.what);
         }
     }
     // None of those created anything.

@@ -82,7 +82,7 @@ pub async fn list(
                 outcome: r.outcome,
                 detail: r.detail,
                 at: rfc3339(r.at_ms),
-                hash: hex::encode(&r.hash),
+                hash: hex::encode(r.hash),
             })
             .collect(),
     ))
