@@ -153,6 +153,10 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
             against,
             json,
         } => {
+            // clap drops `requires` when a conflicting argument is present, so check here.
+            if attestation.is_none() && (at.is_some() || max_age.is_some() || dev_root.is_some()) {
+                bail!("--at, --max-age and --dev-root apply only with --attestation");
+            }
             let info = read(&file)?;
             let reference = against.as_deref().map(read).transpose()?;
             let expected: ExpectedPcrs = match (&attestation, &expected, &reference) {
@@ -396,4 +400,137 @@ fn print_report(
 
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: EifCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<EifCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("eif").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../eif/testdata")
+            .join(name)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("enclosure-eif-cli-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let b = parse(&[
+            "build",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "c",
+            "--ramdisk",
+            "a",
+            "b",
+            "--ramdisk",
+            "c",
+            "--output",
+            "o",
+        ])
+        .unwrap();
+        assert!(matches!(b, EifCommand::Build { ref ramdisks, .. } if ramdisks.len() == 3));
+        assert!(parse(&["build", "--kernel", "k", "--cmdline", "c", "--output", "o"]).is_err());
+        let half_signed = [
+            "build",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "c",
+            "--ramdisk",
+            "a",
+            "--output",
+            "o",
+            "--signing-key",
+            "key.pem",
+        ];
+        assert!(parse(&half_signed).is_err());
+        assert!(parse(&["verify", "x.eif"]).is_err());
+        assert!(parse(&["verify", "x.eif", "--expected", "p", "--attestation", "d"]).is_err());
+        let stray_at = parse(&["verify", "x.eif", "--expected", "p", "--at", "document"]);
+        assert!(run(stray_at.unwrap()).is_err());
+        assert!(parse(&["verify", "x.eif", "--against", "y", "--at", "document"]).is_err());
+        assert!(parse(&["verify", "x.eif", "--against", "y.eif"]).is_ok());
+    }
+
+    #[test]
+    fn build_then_verify_round_trips_and_mismatches_exit_1() {
+        let out = scratch("round.eif");
+        let build = parse(&[
+            "build",
+            "--kernel",
+            testdata("kernel.bin").to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0",
+            "--ramdisk",
+            testdata("boot.cpio").to_str().unwrap(),
+            testdata("app.cpio").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(run(build).unwrap(), ExitCode::SUCCESS);
+        let describe = parse(&["describe", out.to_str().unwrap(), "--json"]).unwrap();
+        assert_eq!(run(describe).unwrap(), ExitCode::SUCCESS);
+
+        let against_itself = parse(&[
+            "verify",
+            out.to_str().unwrap(),
+            "--against",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run(against_itself.unwrap()).unwrap(), ExitCode::SUCCESS);
+        // The signed vector has the same sections but a signature, so PCR8 differs.
+        let signed = testdata("signed.eif");
+        let v = parse(&[
+            "verify",
+            out.to_str().unwrap(),
+            "--against",
+            signed.to_str().unwrap(),
+        ]);
+        assert_eq!(run(v.unwrap()).unwrap(), ExitCode::from(1));
+        let v = parse(&[
+            "verify",
+            signed.to_str().unwrap(),
+            "--expected",
+            testdata("signed.pcrs.json").to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(run(v.unwrap()).unwrap(), ExitCode::SUCCESS);
+        let _ = fs::remove_file(out);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let v = parse(&["describe", testdata("app.cpio").to_str().unwrap()]).unwrap();
+        let err = run(v).unwrap_err();
+        assert!(format!("{err:#}").contains("app.cpio"));
+        let v = parse(&[
+            "verify",
+            testdata("unsigned.eif").to_str().unwrap(),
+            "--expected",
+            testdata("README.md").to_str().unwrap(),
+        ]);
+        assert!(run(v.unwrap()).is_err());
+        assert!(parse_time("2023-11-14T22:13:20Z").is_ok());
+        assert!(parse_time("1700000000").is_ok());
+        assert!(parse_time("last tuesday").is_err());
+    }
 }

@@ -16,6 +16,15 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 
+    /// An input file could not be opened or listed.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The path.
+        path: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+
     /// The file is shorter than the 548-byte EIF header: truncated, or not an EIF at all.
     #[error("file is {len} bytes, shorter than the 548-byte EIF header")]
     TooShort {

@@ -53,7 +53,11 @@ pub fn build_ramdisk_file(root: &Path, mtime: u32, output: &Path) -> Result<()> 
 }
 
 fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
-    for entry in fs::read_dir(dir)? {
+    let listing = fs::read_dir(dir).map_err(|source| Error::Open {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for entry in listing {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_str().ok_or_else(|| {

@@ -221,8 +221,11 @@ pub fn build_eif_file(
     output: &Path,
 ) -> Result<BuildReport> {
     let open = |p: &Path| -> Result<SectionSource<File>> {
-        let f = File::open(p)?;
-        let len = f.metadata()?.len();
+        let opened = File::open(p).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, f) = opened.map_err(|source| Error::Open {
+            path: p.display().to_string(),
+            source,
+        })?;
         Ok(SectionSource {
             name: p.display().to_string(),
             reader: f,
