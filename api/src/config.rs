@@ -238,6 +238,10 @@ impl ApiConfig {
         if let Some(v) = get("ENCLOSURE_DATABASE_OWNER_URL") {
             self.database.owner_url = Some(v);
         }
+        self.auth.apply_env(&get).map_err(|e| ConfigError::Env {
+            name: "ENCLOSURE_AUTH_*",
+            message: e.to_string(),
+        })?;
         if let Some(v) = get("ENCLOSURE_METRICS_LISTEN") {
             self.metrics_listen = Some(v.parse().map_err(|_| ConfigError::Env {
                 name: "ENCLOSURE_METRICS_LISTEN",

@@ -191,8 +191,10 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         return Err(e);
     }
 
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let code = tokio::select! {
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = term.recv() => ExitCode::SUCCESS,
         name = first_exit(&mut parts) => {
             eprintln!("{name} exited unexpectedly; stopping the stack (logs in {})", log_dir.display());
             ExitCode::FAILURE
