@@ -44,6 +44,19 @@ pub fn write_ramdisk<W: Write>(root: &Path, mtime: u32, out: W) -> Result<W> {
 
 /// Builds a ramdisk file atomically.
 pub fn build_ramdisk_file(root: &Path, mtime: u32, output: &Path) -> Result<()> {
+    // The temporary output would otherwise be archived into itself, half written.
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let (Ok(root_abs), Ok(parent_abs)) = (root.canonicalize(), parent.canonicalize())
+        && parent_abs.starts_with(&root_abs)
+    {
+        return Err(Error::Unarchivable {
+            path: output.display().to_string(),
+            reason: "the output would be inside the tree being archived".into(),
+        });
+    }
     crate::writer::write_atomically(output, |f| {
         let mut buffered = std::io::BufWriter::new(f);
         write_ramdisk(root, mtime, &mut buffered)?;

@@ -95,3 +95,32 @@ fn source_date_epoch_sets_every_mtime_and_the_build_time() {
         "2023-11-14T22:13:20+00:00"
     );
 }
+
+#[test]
+fn a_ramdisk_is_not_written_into_its_own_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_tree(dir.path());
+    let err =
+        enclosure_eif::ramdisk::build_ramdisk_file(dir.path(), 0, &dir.path().join("bin/x.cpio"))
+            .unwrap_err();
+    assert!(err.to_string().contains("inside the tree"), "{err}");
+    assert!(!dir.path().join("bin/x.cpio").exists());
+}
+
+#[test]
+fn unsupported_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = enclosure_eif::ramdisk::write_ramdisk(dir.path(), 0, Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, enclosure_eif::Error::Unarchivable { path, .. } if path == "pipe"),
+        "{err}"
+    );
+}
