@@ -188,8 +188,11 @@ fn sig_structure(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a single PEM certificate; returns its DER exactly as stored and its P-384 key.
+///
+/// Like nitro-cli (OpenSSL's `X509::from_pem`), only the first certificate of a chain counts.
 fn certificate_der_and_key(pem: &[u8]) -> Result<(Vec<u8>, VerifyingKey)> {
-    let (label, der) = der::pem::decode_vec(pem).map_err(|e| Error::Certificate(e.to_string()))?;
+    let (label, der) = der::pem::decode_vec(first_pem_block(pem))
+        .map_err(|e| Error::Certificate(e.to_string()))?;
     if label != "CERTIFICATE" {
         return Err(Error::Certificate(format!(
             "PEM label is {label:?}, expected CERTIFICATE"
@@ -210,6 +213,15 @@ fn certificate_der_and_key(pem: &[u8]) -> Result<(Vec<u8>, VerifyingKey)> {
     let key = VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
         .map_err(|_| Error::Certificate("public key is not a P-384 point".into()))?;
     Ok((der, key))
+}
+
+/// The first PEM block of `pem`, through its END line.
+fn first_pem_block(pem: &[u8]) -> &[u8] {
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    match pem.windows(END.len()).position(|w| w == END) {
+        Some(i) => &pem[..i + END.len()],
+        None => pem,
+    }
 }
 
 fn rfc3339(since_epoch: std::time::Duration) -> String {
@@ -256,6 +268,22 @@ mod tests {
         }
         let expected = "a26e72656769737465725f696e646578006e72656769737465725f76616c75659830000102030405060708090a0b0c0d0e0f101112131415161718181819181a181b181c181d181e181f1820182118221823182418251826182718281829182a182b182c182d182e182f";
         assert_eq!(hex::encode(pcr_info_payload(&v).unwrap()), expected);
+    }
+
+    #[test]
+    fn only_the_first_certificate_of_a_chain_counts() {
+        let one = include_bytes!("../testdata/signing-cert.pem");
+        let mut chain = one.to_vec();
+        chain.extend_from_slice(one);
+        let (a, _) = certificate_der_and_key(one).unwrap();
+        let (b, _) = certificate_der_and_key(&chain).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            certificate_der_and_key(
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]
