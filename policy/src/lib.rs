@@ -6,5 +6,6 @@
 #![deny(missing_docs)]
 
 pub mod attestation;
+pub mod escrow;
 pub mod replay;
 pub mod ticket;
