@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use sha2::{Digest, Sha384};
 
 use crate::error::{Error, Result};
-use crate::measure::{CHUNK, Digest48};
+use crate::measure::Digest48;
+use crate::stream::{CHUNK, copy_announced, read_exact_chunks};
 
 const MAGIC: &[u8; 6] = b"070701";
 /// The "new CRC" variant; same layout, the check field is a byte sum we do not verify.
@@ -67,27 +68,8 @@ impl<W: Write> NewcWriter<W> {
         let ino = self.next_ino;
         self.next_ino += 1;
         self.header(ino, mode, nlink, self.mtime, size32, path)?;
-        let mut reader = data.take(size.saturating_add(1));
-        let mut buf = vec![0u8; CHUNK.min(usize::try_from(size).unwrap_or(CHUNK)).max(1)];
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > size {
-                break;
-            }
-            self.out.write_all(&buf[..n])?;
-        }
-        if total != size {
-            return Err(Error::InputChanged {
-                what: path.to_string(),
-                expected: size,
-                actual: total,
-            });
-        }
+        let out = &mut self.out;
+        copy_announced(data, size, path, |chunk| Ok(out.write_all(chunk)?))?;
         self.offset += size;
         self.pad()
     }
@@ -154,12 +136,12 @@ pub struct CpioEntry {
 /// Lists the entries of a newc archive (or of several concatenated ones, as the kernel
 /// accepts), streaming each entry's data through SHA-384.
 pub fn read_newc<R: Read>(src: R) -> Result<Vec<CpioEntry>> {
+    // Buffered: headers and names come in small reads, often straight from a file.
     let mut r = Counting {
-        inner: src,
+        inner: std::io::BufReader::with_capacity(CHUNK, src),
         offset: 0,
     };
     let mut entries = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
     loop {
         // Between archives the kernel skips NUL padding; end of input there is the normal end.
         let mut h = [0u8; HEADER_LEN];
@@ -211,14 +193,11 @@ pub fn read_newc<R: Read>(src: R) -> Result<Vec<CpioEntry>> {
             return Err(cpio_err(start, "too many entries"));
         }
         let mut hasher = Sha384::new();
-        let mut left = u64::from(size);
-        while left > 0 {
-            let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
-            r.read_exact(&mut buf[..n])
-                .map_err(|_| cpio_err(start, "truncated data"))?;
-            hasher.update(&buf[..n]);
-            left -= n as u64;
-        }
+        read_exact_chunks(&mut r, u64::from(size), |chunk| {
+            hasher.update(chunk);
+            Ok(())
+        })
+        .map_err(|_| cpio_err(start, "truncated data"))?;
         r.skip(pad4(r.offset))
             .map_err(|_| cpio_err(start, "truncated padding"))?;
         entries.push(CpioEntry {
@@ -245,13 +224,15 @@ struct Counting<R> {
     offset: u64,
 }
 
-impl<R: Read> Counting<R> {
-    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_exact(buf)?;
-        self.offset += buf.len() as u64;
-        Ok(())
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.offset += n as u64;
+        Ok(n)
     }
+}
 
+impl<R: Read> Counting<R> {
     fn skip(&mut self, n: u64) -> std::io::Result<()> {
         let mut b = [0u8; 4];
         let n = usize::try_from(n).unwrap_or(4).min(4);
@@ -262,10 +243,9 @@ impl<R: Read> Counting<R> {
     fn fill_skipping_nuls(&mut self, h: &mut [u8; HEADER_LEN]) -> Result<bool> {
         let mut first = [0u8; 1];
         loop {
-            if self.inner.read(&mut first)? == 0 {
+            if self.read(&mut first)? == 0 {
                 return Ok(false);
             }
-            self.offset += 1;
             if first[0] != 0 {
                 break;
             }

@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod ramdisk;
 pub mod reader;
 pub mod sign;
+mod stream;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -7,11 +7,9 @@
 //! remaining ramdisks (the application), PCR8's is the DER of the signing certificate.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use sha2::{Digest, Sha384};
 
-use crate::error::Result;
 use crate::header::SectionKind;
 
 /// A SHA-384 digest or PCR value.
@@ -19,9 +17,6 @@ pub type Digest48 = [u8; 48];
 
 /// What nitro-cli prints as "HashAlgorithm": the `Debug` rendering of its SHA-384 hasher.
 pub const HASH_ALGORITHM: &str = "Sha384 { ... }";
-
-/// Size of the chunks sections are streamed in.
-pub const CHUNK: usize = 64 * 1024;
 
 /// SHA-384 of `data` in one call.
 pub fn sha384(data: &[u8]) -> Digest48 {
@@ -132,26 +127,6 @@ impl Measurer {
         }
     }
 
-    /// Streams a whole section from `src`, returning its digest and length.
-    pub fn section_from<R: Read>(
-        &mut self,
-        kind: SectionKind,
-        mut src: R,
-    ) -> Result<(Digest48, u64)> {
-        self.begin(kind);
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = src.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            self.update(&buf[..n]);
-            total += n as u64;
-        }
-        Ok((self.end(), total))
-    }
-
     /// The PCRs, with PCR8 when a signing certificate (DER) is given.
     pub fn finish(self, cert_der: Option<&[u8]>) -> Measurements {
         Measurements {
@@ -180,7 +155,9 @@ mod tests {
     fn chunking_does_not_change_the_result() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let mut a = Measurer::new();
-        a.section_from(SectionKind::Kernel, &data[..]).unwrap();
+        a.begin(SectionKind::Kernel);
+        a.update(&data);
+        a.end();
         let mut b = Measurer::new();
         b.begin(SectionKind::Kernel);
         for c in data.chunks(7) {

@@ -8,9 +8,10 @@ use crate::header::{
     CRC_OFFSET, EifHeader, HEADER_LEN, MAX_SECTIONS, RawSectionHeader, SECTION_HEADER_LEN,
     SectionKind, VERSION,
 };
-use crate::measure::{CHUNK, Digest48, Measurements, Measurer};
+use crate::measure::{Digest48, Measurements, Measurer};
 use crate::metadata::EifIdentityInfo;
 use crate::sign::{SignatureInfo, inspect_signature_section};
+use crate::stream::read_exact_chunks;
 
 /// Largest cmdline read whole (the x86 boot protocol caps it far lower).
 pub const MAX_CMDLINE: u64 = 1 << 20;
@@ -91,7 +92,6 @@ pub fn read_eif<R: Read + Seek>(src: &mut R) -> Result<EifInfo> {
     let mut cmdline = Vec::new();
     let mut metadata_bytes = None;
     let mut signature_bytes = None;
-    let mut buf = vec![0u8; CHUNK];
     for (&index, &kind) in layout.iter().zip(&kinds) {
         let offset = header.section_offsets[index];
         let size = header.section_sizes[index];
@@ -115,17 +115,14 @@ pub fn read_eif<R: Read + Seek>(src: &mut R) -> Result<EifInfo> {
         crc.update(&raw.to_bytes());
         src.seek(SeekFrom::Start(offset + SECTION_HEADER_LEN as u64))?;
         measurer.begin(kind);
-        let mut left = size;
-        while left > 0 {
-            let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
-            src.read_exact(&mut buf[..n])?;
-            crc.update(&buf[..n]);
-            measurer.update(&buf[..n]);
+        read_exact_chunks(src, size, |chunk| {
+            crc.update(chunk);
+            measurer.update(chunk);
             if keep.is_some() {
-                kept.extend_from_slice(&buf[..n]);
+                kept.extend_from_slice(chunk);
             }
-            left -= n as u64;
-        }
+            Ok(())
+        })?;
         let sha384 = measurer.end();
         match kind {
             SectionKind::Cmdline => cmdline = kept,

@@ -11,10 +11,11 @@ use crate::header::{
     CRC_OFFSET, DEFAULT_CPUS, DEFAULT_MEM, EifHeader, HEADER_LEN, MAX_SECTIONS, RawSectionHeader,
     SECTION_HEADER_LEN, SectionKind, VERSION,
 };
-use crate::measure::{CHUNK, Measurements, Measurer};
+use crate::measure::{Measurements, Measurer};
 use crate::metadata::EifIdentityInfo;
 use crate::reader::SectionInfo;
 use crate::sign::EifSigner;
+use crate::stream::copy_announced;
 
 /// An input stream with the length announced in its section header.
 pub struct SectionSource<R> {
@@ -183,28 +184,7 @@ impl<W: Write> SectionWriter<'_, W> {
 
     fn stream<R: Read>(&mut self, kind: SectionKind, src: SectionSource<R>) -> Result<()> {
         self.begin(kind, src.len)?;
-        // Read at most one byte more than announced, to notice growth without copying it all.
-        let mut reader = src.reader.take(src.len.saturating_add(1));
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > src.len {
-                break;
-            }
-            self.put(&buf[..n])?;
-        }
-        if total != src.len {
-            return Err(Error::InputChanged {
-                what: src.name,
-                expected: src.len,
-                actual: total,
-            });
-        }
+        copy_announced(src.reader, src.len, &src.name, |chunk| self.put(chunk))?;
         self.end(kind, src.len);
         Ok(())
     }
