@@ -7,8 +7,8 @@ mod harness;
 use std::collections::BTreeSet;
 
 use enclosure_api::store::{
-    ChainBreakReason, IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IdempotencyBegin, KeyRecord,
-    StoreError,
+    ChainBreakReason, IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IDEMPOTENCY_RUNNING_LEASE_MS,
+    IdempotencyBegin, KeyRecord, StoreError,
 };
 use harness::{Kind, TestDb, entry, ticket};
 
@@ -350,6 +350,27 @@ on_both!(store_idempotency_lifecycle, |db| {
             .expect("begin"),
         IdempotencyBegin::Started,
         "after retention the key starts afresh"
+    );
+
+    // An attempt that died while running (no completion, no release) expires after the
+    // lease: its effect is unknown, so the key is never run a second time.
+    assert_eq!(
+        one.idempotency_begin("alice", "k3", &h1, T0)
+            .await
+            .expect("begin"),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        two.idempotency_begin("alice", "k3", &h1, T0 + IDEMPOTENCY_RUNNING_LEASE_MS)
+            .await
+            .expect("begin"),
+        IdempotencyBegin::InProgress
+    );
+    assert_eq!(
+        two.idempotency_begin("alice", "k3", &h1, T0 + IDEMPOTENCY_RUNNING_LEASE_MS + 1)
+            .await
+            .expect("begin"),
+        IdempotencyBegin::Expired
     );
 
     // Released: the first attempt failed before any side effect, so the retry runs.

@@ -14,34 +14,31 @@
 //!
 //! # Group commit
 //!
-//! `append_audit` queues the entry and waits. The writer takes everything queued (up to
-//! [`MAX_BATCH`]), and in one transaction locks the chain head once, inserts the batch with
-//! consecutive seqs, commits, and answers every caller. Concurrent requests thus share one
-//! durable commit. On PostgreSQL the head is the one-row `audit_head` table, locked through
-//! `enclosure_audit_lock_head()` (`SELECT … FOR UPDATE`), so writers in several processes
-//! interleave whole batches; on SQLite `BEGIN IMMEDIATE` takes the file's write lock.
+//! `append_audit` queues the entry to the store's group-commit writer (`writer.rs`), which
+//! appends everything queued in one transaction: it locks the chain head once, inserts the
+//! batch with consecutive seqs, commits, and answers every caller, so concurrent requests
+//! share one durable commit. On PostgreSQL the head is the one-row `audit_head` table, locked
+//! through `enclosure_audit_lock_head()` (`SELECT … FOR UPDATE`), so writers in several
+//! processes interleave whole batches; on SQLite `BEGIN IMMEDIATE` takes the write lock.
 
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::oneshot;
 
+use super::writer::{self, Job};
 use super::{Backend, Store, StoreError, role};
 
 /// The `prev_hash` of the first row.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// Domain label that starts every row's canonical encoding.
 const DOMAIN: &[u8] = b"enclosure/audit/v1\0";
-/// Most entries committed in one transaction.
-pub const MAX_BATCH: usize = 512;
 /// Rows per INSERT statement (12 parameters each, well under both backends' limits).
 const ROWS_PER_INSERT: usize = 64;
 /// Rows read per query while verifying.
 const VERIFY_PAGE: i64 = 2000;
 /// Most rows `list_audit` returns at once.
 const MAX_LIST: u32 = 10_000;
-/// Entries waiting for the writer before `append_audit` callers wait for room.
-const QUEUE: usize = 8192;
 
 /// Something that happened, to be recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,66 +242,28 @@ fn validate(e: &AuditEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One queued append and where its answer goes.
-pub(super) struct AuditJob {
-    entry: AuditEntry,
-    reply: oneshot::Sender<Result<AuditRow, StoreError>>,
-}
-
-/// Starts the writer task; it ends when every sender (every `Store` clone) is gone.
-pub(super) fn spawn_writer(pool: AnyPool, backend: Backend) -> mpsc::Sender<AuditJob> {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run_writer(pool, backend, rx));
-    tx
-}
-
-async fn run_writer(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<AuditJob>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        // Callers that gave up (dropped their future) still get their entry recorded: the
-        // event happened whether or not anyone waits for the row.
-        let entries: Vec<&AuditEntry> = jobs.iter().map(|j| &j.entry).collect();
-        match append_batch(&pool, backend, &entries).await {
-            Ok(rows) => {
-                for (job, row) in jobs.drain(..).zip(rows) {
-                    let _ = job.reply.send(Ok(row));
-                }
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::error!(error = %reason, entries = jobs.len(), "audit batch failed");
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::AuditBatch(reason.clone())));
-                }
-            }
-        }
-    }
-}
-
 fn hash32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
     v.try_into()
         .map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes"))
 }
 
-/// Appends `entries` after the current head in one transaction and returns their rows.
-async fn append_batch(
-    pool: &AnyPool,
+/// Appends `entries` after the current chain head inside `tx` and returns their rows. On
+/// PostgreSQL this locks the head row until `tx` ends; on SQLite `tx` must hold the write
+/// lock already (`BEGIN IMMEDIATE`).
+pub(super) async fn append_in(
+    tx: &mut Transaction<'static, Any>,
     backend: Backend,
-    entries: &[&AuditEntry],
+    entries: &[AuditEntry],
 ) -> Result<Vec<AuditRow>, StoreError> {
-    let mut tx = match backend {
-        Backend::Postgres => pool.begin().await?,
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-    };
     let head = match backend {
         Backend::Postgres => {
             sqlx::query("SELECT seq, hash FROM enclosure_audit_lock_head()")
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?
         }
         Backend::Sqlite => {
             sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?
         }
     };
@@ -351,9 +310,8 @@ async fn append_batch(
                 .bind(r.prev_hash.to_vec())
                 .bind(r.hash.to_vec());
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
-    tx.commit().await?;
     Ok(rows)
 }
 
@@ -405,12 +363,7 @@ impl Store {
     pub async fn append_audit(&self, e: AuditEntry) -> Result<AuditRow, StoreError> {
         validate(&e)?;
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .audit
-            .send(AuditJob { entry: e, reply })
-            .await
-            .map_err(|_| StoreError::AuditWriterStopped)?;
-        answer.await.map_err(|_| StoreError::AuditWriterStopped)?
+        writer::submit(&self.inner.writer, Job::Audit { entry: e, reply }, answer).await
     }
 
     /// Rows after `after_seq`, in order, at most `limit` (capped at 10,000): every row for

@@ -48,12 +48,12 @@ pub enum StoreError {
     /// released, completed already, or purged.
     #[error("no running idempotency record for this key")]
     IdempotencyNotRunning,
-    /// The audit writer task has stopped (the runtime is shutting down), so the entry was not
-    /// recorded.
-    #[error("the audit writer has stopped")]
-    AuditWriterStopped,
-    /// The batch transaction that should have recorded this audit entry failed and was rolled
-    /// back; no entry of that batch was recorded.
-    #[error("recording the audit batch failed: {0}")]
-    AuditBatch(String),
+    /// The group-commit writer task has stopped (the runtime is shutting down), so the write
+    /// (an audit entry, a ticket claim, an idempotency completion) was not made.
+    #[error("the storage writer has stopped")]
+    WriterStopped,
+    /// The group-commit transaction that carried this write failed and was rolled back;
+    /// nothing of that batch was recorded (no audit row, no claim, no completion).
+    #[error("the group commit failed: {0}")]
+    GroupCommit(String),
 }

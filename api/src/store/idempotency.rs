@@ -10,6 +10,12 @@ pub const IDEMPOTENCY_REPLAY_MS: i64 = 5 * 60 * 1000;
 /// Records are kept at least this long (24 hours), so a late reuse of a key with a different
 /// request is still caught as a mismatch; older ones are purged and the key starts afresh.
 pub const IDEMPOTENCY_RETAIN_MS: i64 = 24 * 60 * 60 * 1000;
+/// A record still running after this long (5 minutes) belongs to an attempt that died (its
+/// process crashed, or its completion was lost): the key is then reported [`Expired`], since
+/// whether that attempt had its effect is unknown and running it again could do it twice.
+///
+/// [`Expired`]: IdempotencyBegin::Expired
+pub const IDEMPOTENCY_RUNNING_LEASE_MS: i64 = 5 * 60 * 1000;
 /// Purge records past retention on about one `idempotency_begin` in this many.
 const PURGE_EVERY: u64 = 64;
 
@@ -30,8 +36,9 @@ pub enum IdempotencyBegin {
     InProgress,
     /// The key was used with a different request (HTTP 422).
     Mismatch,
-    /// The same request completed more than [`IDEMPOTENCY_REPLAY_MS`] ago: the response is
-    /// no longer replayed and the caller must use a new key.
+    /// The same request completed more than [`IDEMPOTENCY_REPLAY_MS`] ago, or its attempt
+    /// died while running (see [`IDEMPOTENCY_RUNNING_LEASE_MS`]): nothing is replayed and the
+    /// caller must use a new key.
     Expired,
 }
 
@@ -66,7 +73,7 @@ impl Store {
         if self.purge_due(PURGE_EVERY) {
             sqlx::query("DELETE FROM idempotency WHERE created_at_ms < $1")
                 .bind(stale_before)
-                .execute(self.pool())
+                .execute(self.relaxed_pool())
                 .await?;
         }
         // A record can vanish between the insert and the read (released by the first
@@ -86,13 +93,15 @@ impl Store {
             .bind(request_hash)
             .bind(now_ms)
             .bind(stale_before)
-            .execute(self.pool())
+            // Relaxed: a claim lost in a crash frees the key, and every route's first side
+            // effect is a durable commit (a ticket claim or a record write) that flushes it.
+            .execute(self.relaxed_pool())
             .await?;
             if started.rows_affected() == 1 {
                 return Ok(IdempotencyBegin::Started);
             }
             let Some(row) = sqlx::query(
-                "SELECT request_hash, state, status, body, completed_at_ms FROM idempotency \
+                "SELECT request_hash, state, status, body, created_at_ms, completed_at_ms FROM idempotency \
                  WHERE caller = $1 AND idem_key = $2",
             )
             .bind(caller)
@@ -108,6 +117,10 @@ impl Store {
             }
             let state: String = row.try_get("state")?;
             if state == "running" {
+                let created: i64 = row.try_get("created_at_ms")?;
+                if now_ms.saturating_sub(created) > IDEMPOTENCY_RUNNING_LEASE_MS {
+                    return Ok(IdempotencyBegin::Expired);
+                }
                 return Ok(IdempotencyBegin::InProgress);
             }
             let completed_at: i64 =
@@ -141,6 +154,9 @@ impl Store {
         body: &[u8],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // Relaxed: the request's durable writes (its ticket claim, its audit row) are already
+        // committed, and a completion lost in a crash only turns a replay into `InProgress`
+        // and then, after the running lease, `Expired`: never a second execution.
         let done = sqlx::query(
             "UPDATE idempotency SET state = 'done', status = $3, body = $4, completed_at_ms = $5 \
              WHERE caller = $1 AND idem_key = $2 AND state = 'running'",
@@ -150,7 +166,7 @@ impl Store {
         .bind(i64::from(status))
         .bind(body)
         .bind(now_ms)
-        .execute(self.pool())
+        .execute(self.relaxed_pool())
         .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::IdempotencyNotRunning);

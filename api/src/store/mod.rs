@@ -23,9 +23,11 @@
 //!
 //! # Throughput
 //!
-//! Audit appends are group-committed by one writer task per [`Store`] (see [`audit`]), and
-//! writes whose loss in a crash can only make the api refuse more (ticket inserts, rate-limit
-//! counters) commit without waiting for the WAL flush on PostgreSQL.
+//! The durable writes every key operation makes (its ticket claim, its audit rows) are
+//! group-committed by one writer task per [`Store`]: concurrent requests share one
+//! transaction and one disk wait. Writes whose loss in a crash is harmless (ticket inserts,
+//! rate-limit counters, idempotency records) go through a second pool whose commits do not
+//! wait for the disk; see `Durability` in this module's source.
 
 mod audit;
 mod backups;
@@ -34,6 +36,7 @@ mod idempotency;
 mod identities;
 mod migrate;
 mod tickets;
+mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -51,7 +54,9 @@ pub use audit::{
 };
 pub use backups::BackupRecord;
 pub use error::StoreError;
-pub use idempotency::{IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IdempotencyBegin};
+pub use idempotency::{
+    IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IDEMPOTENCY_RUNNING_LEASE_MS, IdempotencyBegin,
+};
 pub use identities::{Identity, KeyRecord};
 pub use tickets::TicketRecord;
 
@@ -127,6 +132,8 @@ pub(crate) enum Backend {
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pool size; the audit writer holds one connection while it commits a batch.
 const MAX_CONNECTIONS: u32 = 8;
+/// Size of the pool for relaxed-durability writes.
+const RELAXED_CONNECTIONS: u32 = 4;
 
 /// The storage layer: cheap to clone, shared by every request handler.
 #[derive(Clone)]
@@ -136,8 +143,11 @@ pub struct Store {
 
 struct Inner {
     pool: AnyPool,
+    /// Same database, commits not waiting for the disk (see [`Durability::Relaxed`]).
+    relaxed: AnyPool,
     backend: Backend,
-    audit: mpsc::Sender<audit::AuditJob>,
+    /// The group-commit writer (see `writer.rs`).
+    writer: mpsc::Sender<writer::Job>,
     /// Counts calls that may purge stale rows, so purges run on a fraction of them.
     purge_tick: AtomicU64,
 }
@@ -211,32 +221,19 @@ impl Store {
             migrate::run(&mut conn, backend).await?;
             conn.close().await?;
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        let pragmas = format!(
-                            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
-                            SQLITE_BUSY_TIMEOUT.as_millis()
-                        );
-                        conn.execute(pragmas.as_str()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(StoreError::Connect)?;
+        let pool = open_pool(&options, backend, Durability::Durable, MAX_CONNECTIONS).await?;
+        let relaxed =
+            open_pool(&options, backend, Durability::Relaxed, RELAXED_CONNECTIONS).await?;
         if backend == Backend::Postgres {
             warn_if_privileged(&pool).await?;
         }
-        let audit = audit::spawn_writer(pool.clone(), backend);
+        let writer = writer::spawn(pool.clone(), backend);
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,
+                relaxed,
                 backend,
-                audit,
+                writer,
                 purge_tick: AtomicU64::new(0),
             }),
         })
@@ -269,6 +266,11 @@ impl Store {
         n.is_multiple_of(every)
     }
 
+    /// The pool whose commits do not wait for the disk (see [`Durability::Relaxed`]).
+    pub(crate) fn relaxed_pool(&self) -> &AnyPool {
+        &self.inner.relaxed
+    }
+
     /// Begins a transaction in which row-level security sees `user` acting as `role`.
     pub(crate) async fn scoped(
         &self,
@@ -278,41 +280,94 @@ impl Store {
         self.scoped_with(user, role, Durability::Durable).await
     }
 
-    /// Like [`Store::scoped`]; `Durability::Relaxed` lets PostgreSQL acknowledge the commit
-    /// before its WAL reaches disk. Only for writes whose loss in a crash fails closed.
+    /// Like [`Store::scoped`], on the pool that `durability` selects.
     pub(crate) async fn scoped_with(
         &self,
         user: &str,
         role: &str,
         durability: Durability,
     ) -> Result<Transaction<'static, Any>, StoreError> {
-        let mut tx = self.inner.pool.begin().await?;
-        if self.inner.backend == Backend::Postgres {
-            let sync = match durability {
-                Durability::Durable => "on",
-                Durability::Relaxed => "off",
-            };
-            sqlx::query(
-                "SELECT set_config('enclosure.user', $1, true), \
-                        set_config('enclosure.role', $2, true), \
-                        set_config('synchronous_commit', $3, true)",
-            )
-            .bind(user)
-            .bind(role)
-            .bind(sync)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(tx)
+        let pool = match durability {
+            Durability::Durable => &self.inner.pool,
+            Durability::Relaxed => &self.inner.relaxed,
+        };
+        Ok(match self.inner.backend {
+            Backend::Postgres => pool.begin_with(pg_begin_scoped(user, role)).await?,
+            Backend::Sqlite => pool.begin().await?,
+        })
     }
 }
 
-/// Whether a commit must reach disk before it is acknowledged (PostgreSQL only).
+/// `BEGIN` plus the row-level-security settings, sent as one simple query so a scoped call
+/// costs one round trip more than its statement, not two. The simple protocol takes no
+/// parameters, so the values travel hex-encoded: only `[0-9a-f]` ever reaches the SQL text.
+fn pg_begin_scoped(user: &str, role: &str) -> String {
+    format!(
+        "BEGIN; SELECT set_config('enclosure.user', convert_from(decode('{}', 'hex'), 'UTF8'), true), \
+         set_config('enclosure.role', convert_from(decode('{}', 'hex'), 'UTF8'), true)",
+        hex_lower(user.as_bytes()),
+        hex_lower(role.as_bytes())
+    )
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Opens one pool. Relaxed pools acknowledge commits before they reach disk: PostgreSQL with
+/// `synchronous_commit = off`, SQLite with `synchronous = NORMAL` (WAL). The log is one
+/// sequence, so the next durable commit on any connection makes every earlier relaxed one
+/// durable too.
+async fn open_pool(
+    options: &AnyConnectOptions,
+    backend: Backend,
+    durability: Durability,
+    max: u32,
+) -> Result<AnyPool, StoreError> {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                let setup = match (backend, durability) {
+                    (Backend::Postgres, Durability::Durable) => return Ok(()),
+                    (Backend::Postgres, Durability::Relaxed) => {
+                        "SET synchronous_commit = off".to_string()
+                    }
+                    (Backend::Sqlite, _) => format!(
+                        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+                        SQLITE_BUSY_TIMEOUT.as_millis(),
+                        if durability == Durability::Durable { "FULL" } else { "NORMAL" }
+                    ),
+                };
+                conn.execute(setup.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await
+        .map_err(StoreError::Connect)
+}
+
+/// Whether a commit must reach disk before it is acknowledged.
+///
+/// Relaxed is for writes whose loss in a crash is harmless: a lost ticket cannot be claimed
+/// (fails closed); a lost rate-limit hit admits one more request; a lost idempotency claim
+/// is only possible if the request never reached its first durable commit (its ticket claim
+/// or record write), so it had no effect; a lost completion leaves the record running, which
+/// retries see as in progress and then expired, never as a licence to run again. PostgreSQL
+/// flushes asynchronous commits within a few hundred milliseconds anyway; SQLite in WAL mode
+/// with `synchronous = NORMAL` loses them only to an OS crash or power cut, not a process crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Durability {
-    /// Wait for the WAL flush: the default.
+    /// Wait for the log flush: the default.
     Durable,
-    /// Do not wait: for writes whose loss makes the api refuse, never allow, something.
+    /// Do not wait.
     Relaxed,
 }
 

@@ -2,7 +2,9 @@
 //! counters.
 
 use sqlx::Row;
+use tokio::sync::oneshot;
 
+use super::writer::{self, Job};
 use super::{Durability, Store, StoreError, role};
 
 /// A ticket as the api records it when issuing it; the MAC and nonce stay with the ticket.
@@ -34,8 +36,8 @@ const TICKET_RETAIN_MS: i64 = 24 * 60 * 60 * 1000;
 impl Store {
     /// Records an issued ticket, unused.
     ///
-    /// Committed without waiting for the WAL flush on PostgreSQL: if a crash loses the row,
-    /// the claim fails and the key operation is refused, which is safe.
+    /// Committed without waiting for the disk: if a crash loses the row, the claim fails and
+    /// the key operation is refused, which is safe.
     pub async fn insert_ticket(&self, t: &TicketRecord) -> Result<(), StoreError> {
         if t.payload_sha384.len() != 48 {
             return Err(StoreError::InvalidInput("payload_sha384 must be 48 bytes"));
@@ -62,23 +64,22 @@ impl Store {
     }
 
     /// Marks the ticket used if it exists, is unused and has not expired; true for exactly
-    /// one caller, however many processes race. One UPDATE decides: the row lock makes every
-    /// other claimant re-check `used_at_ms IS NULL` after the winner commits.
+    /// one caller, however many processes race. One UPDATE decides (`… WHERE ticket_id = $1
+    /// AND used_at_ms IS NULL AND expires_at_ms > $now`): the row lock makes every other
+    /// claimant re-check `used_at_ms` after the winner commits. The claim is durable before
+    /// this returns, group-committed with other requests' writes.
     pub async fn claim_ticket(&self, ticket_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.scoped("", role::SYSTEM).await?;
-        let done = sqlx::query(
-            "UPDATE tickets SET used_at_ms = $2 \
-             WHERE ticket_id = $1 AND used_at_ms IS NULL AND expires_at_ms > $2",
-        )
-        .bind(ticket_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Claim {
+            ticket_id: ticket_id.to_string(),
+            now_ms,
+            reply,
+        };
+        let won = writer::submit(&self.inner.writer, job, answer).await?;
         if self.purge_due(PURGE_EVERY) {
             self.purge_tickets(now_ms).await?;
         }
-        Ok(done.rows_affected() == 1)
+        Ok(won)
     }
 
     /// Whether a ticket has been claimed (`Some(used_at_ms)`), for the ticket's owner.
@@ -102,7 +103,7 @@ impl Store {
 
     /// Counts one hit on `bucket` in the fixed window starting at `window_start_ms` and
     /// returns the count including it. The counter lives in the database, so every api
-    /// process sharing it shares the limit. Relaxed durability on PostgreSQL: a counter lost
+    /// process sharing it shares the limit. One statement on the relaxed pool: a count lost
     /// in a crash only lets a few more requests through after the restart.
     pub async fn rate_limit_hit(
         &self,
@@ -114,9 +115,6 @@ impl Store {
             return Err(StoreError::InvalidInput("window_ms must be positive"));
         }
         let window_end_ms = window_start_ms.saturating_add(window_ms);
-        let mut tx = self
-            .scoped_with("", role::SYSTEM, Durability::Relaxed)
-            .await?;
         let row = sqlx::query(
             "INSERT INTO rate_limits (bucket, window_start_ms, window_end_ms, count) \
              VALUES ($1, $2, $3, 1) \
@@ -126,17 +124,16 @@ impl Store {
         .bind(bucket)
         .bind(window_start_ms)
         .bind(window_end_ms)
-        .fetch_one(&mut *tx)
+        .fetch_one(self.relaxed_pool())
         .await?;
         let count: i64 = row.try_get(0)?;
         if count == 1 && self.purge_due(PURGE_EVERY / 16) {
             // A new window began: windows that ended before it are finished for good.
             sqlx::query("DELETE FROM rate_limits WHERE window_end_ms < $1")
                 .bind(window_start_ms.saturating_sub(window_ms))
-                .execute(&mut *tx)
+                .execute(self.relaxed_pool())
                 .await?;
         }
-        tx.commit().await?;
         u64::try_from(count).map_err(|_| StoreError::Corrupt("negative rate-limit count"))
     }
 
