@@ -502,3 +502,121 @@ impl Enclave {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sealing::DevSealer;
+    use enclosure_attestation::AttesterError;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// An attester that claims to be Nitro hardware, to check production-mode rules.
+    struct FakeNitro;
+
+    impl Attester for FakeNitro {
+        fn mode(&self) -> AttesterMode {
+            AttesterMode::Nitro
+        }
+        fn measurement(&self) -> [u8; 48] {
+            [7; 48]
+        }
+        fn attest(&self, _: &AttestationRequest<'_>) -> Result<Vec<u8>, AttesterError> {
+            Ok(b"not a real document".to_vec())
+        }
+        fn fill_random(&self, buf: &mut [u8]) -> Result<(), AttesterError> {
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, buf);
+            Ok(())
+        }
+    }
+
+    /// A clock the test moves by hand.
+    struct ManualClock(AtomicU64);
+
+    impl Clock for ManualClock {
+        fn now_unix(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn enclave(
+        sealer: Option<Arc<dyn Sealer>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Enclave, StartError> {
+        Enclave::new(EnclaveConfig {
+            attester: Arc::new(FakeNitro),
+            sealer,
+            clock,
+            replay_capacity: 2,
+        })
+    }
+
+    #[test]
+    fn nitro_mode_refuses_the_dev_sealer() {
+        let clock = Arc::new(ManualClock(AtomicU64::new(1000)));
+        let err = enclave(Some(Arc::new(DevSealer::new())), clock.clone()).unwrap_err();
+        assert!(matches!(err, StartError::DevSealerInProduction));
+        // Without a sealer it starts, and refuses backups instead of sealing them weakly.
+        let e = enclave(None, clock).unwrap();
+        assert_eq!(
+            e.handle(Request::ExportBackup).unwrap_err().code,
+            Code::BackupRejected
+        );
+    }
+
+    #[test]
+    fn tickets_expire_with_the_clock_and_a_full_replay_cache_refuses() {
+        let clock = Arc::new(ManualClock(AtomicU64::new(1_000_000)));
+        let e = enclave(None, clock.clone()).unwrap();
+        let tk = TicketKey::from_bytes([3; 32]);
+        e.handle(Request::Provision {
+            ticket_key: enclosure_protocol::SecretBytes::new(tk.expose_secret().to_vec()),
+        })
+        .unwrap();
+        let issue = |op, key: &str, now: u64| {
+            tk.issue(enclosure_policy::ticket::TicketClaims {
+                version: enclosure_policy::ticket::TICKET_VERSION,
+                ticket_id: rand::random(),
+                operation: op,
+                identity_id: "i".into(),
+                key_id: key.into(),
+                payload_sha384: enclosure_policy::ticket::payload_digest(b""),
+                nonce: rand::random(),
+                issued_at: now,
+                expires_at: now + 30,
+            })
+            .unwrap()
+        };
+        let t = issue(TicketOperation::GenerateKey, "k1", 1_000_000);
+        clock.0.store(1_000_031, Ordering::SeqCst);
+        let err = e
+            .handle(Request::GenerateKey { ticket: t.clone() })
+            .unwrap_err();
+        assert_eq!(err.code, Code::TicketExpired);
+        // Capacity 2: two live tickets fill the cache; a third is refused, not admitted by
+        // forgetting an older nonce.
+        let now = 1_000_031;
+        for k in ["a", "b"] {
+            let t = issue(TicketOperation::GenerateKey, k, now);
+            assert!(e.handle(Request::GenerateKey { ticket: t }).is_ok());
+        }
+        let t = issue(TicketOperation::GenerateKey, "c", now);
+        let err = e
+            .handle(Request::GenerateKey { ticket: t.clone() })
+            .unwrap_err();
+        assert_eq!(err.code, Code::ReplayCacheFull);
+        // Once the first two expire, there is room again.
+        clock.0.store(now + 31, Ordering::SeqCst);
+        let t = issue(TicketOperation::GenerateKey, "c", now + 31);
+        assert!(e.handle(Request::GenerateKey { ticket: t }).is_ok());
+    }
+
+    #[test]
+    fn debug_output_holds_no_secrets() {
+        let clock = Arc::new(ManualClock(AtomicU64::new(1)));
+        let e = enclave(None, clock).unwrap();
+        let shown = format!("{e:?}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+        let key_bytes = e.instance_key.to_bytes();
+        assert!(!shown.contains(&format!("{:?}", key_bytes.as_slice())));
+    }
+}
