@@ -169,7 +169,7 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
                     explain::parse_expected_pcrs(&text)
                         .with_context(|| format!("parsing {}", p.display()))?
                 }
-                (None, None, Some(r)) => pcrs_of(r),
+                (None, None, Some(r)) => explain::attested_pcrs(&r.measurements),
                 (None, None, None) => bail!("give --expected, --attestation or --against"),
             };
             verify(
@@ -226,7 +226,7 @@ fn attested_pcrs(
     );
     Ok(explain::IMAGE_PCRS
         .iter()
-        .filter_map(|&i| verified.pcr(i).map(|v| (i, v.to_vec())))
+        .filter_map(|&i| verified.pcr(i).map(|v| (i, *v)))
         .collect())
 }
 
@@ -255,16 +255,6 @@ fn load_signer(key: &Path, cert: &Path) -> anyhow::Result<EifSigner> {
 fn build_epoch() -> anyhow::Result<i64> {
     let v = std::env::var("SOURCE_DATE_EPOCH").ok();
     Ok(metadata::source_date_epoch(v.as_deref())?)
-}
-
-fn pcrs_of(info: &EifInfo) -> ExpectedPcrs {
-    let m = &info.measurements;
-    let mut e = ExpectedPcrs::new();
-    e.insert(0, m.pcr0.to_vec());
-    e.insert(1, m.pcr1.to_vec());
-    e.insert(2, m.pcr2.to_vec());
-    e.insert(8, m.pcr8.map_or(vec![0; 48], |p| p.to_vec()));
-    e
 }
 
 fn verify(

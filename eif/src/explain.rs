@@ -9,14 +9,14 @@ use serde::Serialize;
 use crate::cpio::CpioEntry;
 use crate::error::{Error, Result};
 use crate::header::SectionKind;
-use crate::measure::Digest48;
+use crate::measure::{Digest48, Measurements};
 use crate::reader::EifInfo;
 
 /// The PCRs an EIF determines; attestation documents carry more, which are not compared.
 pub const IMAGE_PCRS: [u8; 4] = [0, 1, 2, 8];
 
 /// Expected PCR values by register index.
-pub type ExpectedPcrs = BTreeMap<u8, Vec<u8>>;
+pub type ExpectedPcrs = BTreeMap<u8, Digest48>;
 
 /// Parses expected PCRs from JSON: nitro-cli's `describe-eif`/`build-enclave` output
 /// (`{"Measurements": {"PCR0": "…"}}`) or a flat `{"PCR0": "…"}`; names are case-insensitive.
@@ -41,13 +41,10 @@ pub fn parse_expected_pcrs(json: &str) -> Result<ExpectedPcrs> {
             .as_str()
             .ok_or_else(|| Error::ExpectedPcrs(format!("{k} is not a string")))?;
         let bytes = hex::decode(s.trim()).map_err(|e| Error::ExpectedPcrs(format!("{k}: {e}")))?;
-        if bytes.len() != 48 {
-            return Err(Error::ExpectedPcrs(format!(
-                "{k} is {} bytes, expected 48 (SHA-384)",
-                bytes.len()
-            )));
-        }
-        out.insert(n, bytes);
+        let value: Digest48 = bytes.try_into().map_err(|b: Vec<u8>| {
+            Error::ExpectedPcrs(format!("{k} is {} bytes, expected 48 (SHA-384)", b.len()))
+        })?;
+        out.insert(n, value);
     }
     if !IMAGE_PCRS.iter().any(|i| out.contains_key(i)) {
         return Err(Error::ExpectedPcrs(
@@ -72,32 +69,37 @@ pub struct PcrCheck {
     pub inputs: String,
 }
 
+/// The image's PCR0/1/2/8 as a running enclave attests them: PCR8 of an unsigned image is
+/// all zeros. Usable as the expected values when verifying against a reference image.
+pub fn attested_pcrs(m: &Measurements) -> BTreeMap<u8, Digest48> {
+    BTreeMap::from([
+        (0, m.pcr0),
+        (1, m.pcr1),
+        (2, m.pcr2),
+        (8, m.pcr8.unwrap_or([0; 48])),
+    ])
+}
+
 /// Compares the image's PCRs with the expected ones.
 pub fn check_pcrs(info: &EifInfo, expected: &ExpectedPcrs) -> Vec<PcrCheck> {
-    let m = &info.measurements;
     let ramdisks = info.ramdisks().count();
-    IMAGE_PCRS
-        .iter()
-        .map(|&index| {
-            let (actual, inputs): (Digest48, String) = match index {
-                0 => (
-                    m.pcr0,
-                    format!("kernel ‖ cmdline ‖ {}", ramdisk_range(0, ramdisks)),
-                ),
-                1 => (m.pcr1, "kernel ‖ cmdline ‖ ramdisk 0".into()),
-                2 if ramdisks > 1 => (m.pcr2, ramdisk_range(1, ramdisks)),
-                2 => (m.pcr2, "nothing (single ramdisk)".into()),
-                _ => match m.pcr8 {
-                    Some(p) => (p, "DER of the signing certificate".into()),
-                    None => ([0u8; 48], "nothing (unsigned image)".into()),
-                },
+    attested_pcrs(&info.measurements)
+        .into_iter()
+        .map(|(index, actual)| {
+            let inputs = match index {
+                0 => format!("kernel ‖ cmdline ‖ {}", ramdisk_range(0, ramdisks)),
+                1 => "kernel ‖ cmdline ‖ ramdisk 0".into(),
+                2 if ramdisks > 1 => ramdisk_range(1, ramdisks),
+                2 => "nothing (single ramdisk)".into(),
+                _ if info.measurements.pcr8.is_some() => "DER of the signing certificate".into(),
+                _ => "nothing (unsigned image)".into(),
             };
             let exp = expected.get(&index);
             PcrCheck {
                 index,
                 actual: hex::encode(actual),
                 expected: exp.map(hex::encode),
-                matches: exp.map(|e| e.as_slice() == actual),
+                matches: exp.map(|e| *e == actual),
                 inputs,
             }
         })
@@ -310,7 +312,7 @@ mod tests {
         let nitro = format!(
             r#"{{"Measurements": {{"HashAlgorithm": "Sha384 {{ ... }}", "PCR0": "{h}"}}}}"#
         );
-        assert_eq!(parse_expected_pcrs(&nitro).unwrap()[&0], vec![0xab; 48]);
+        assert_eq!(parse_expected_pcrs(&nitro).unwrap()[&0], [0xab; 48]);
         let flat = format!(r#"{{"pcr2": "{h}"}}"#);
         assert!(parse_expected_pcrs(&flat).unwrap().contains_key(&2));
         assert!(parse_expected_pcrs(r#"{"PCR0": "abcd"}"#).is_err());
