@@ -230,3 +230,54 @@ async fn store_pg_deleted_tail_is_reported() {
         (4, ChainBreakReason::MissingTail { head_seq: 5 })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_pg_failed_group_commit_leaves_no_trace() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let store = db.store().await;
+    store
+        .append_audit(entry("alice", "a", T0))
+        .await
+        .expect("append");
+    store
+        .insert_ticket(&ticket("t-1", "alice", T0))
+        .await
+        .expect("ticket");
+    // Make the next batch fail inside its transaction: the app may no longer insert audit rows.
+    let mut owner = db.pg_superuser().await;
+    owner
+        .execute("REVOKE INSERT ON audit FROM enclosure_app")
+        .await
+        .expect("revoke");
+    let (claim, append) = tokio::join!(
+        store.claim_ticket("t-1", T0 + 1),
+        store.append_audit(entry("alice", "b", T0 + 1))
+    );
+    assert!(
+        matches!(append, Err(StoreError::GroupCommit(_))),
+        "{append:?}"
+    );
+    // The claim may have shared the failed batch (then it failed too) or run alone before it.
+    let claimed_alone = matches!(claim, Ok(true));
+    owner
+        .execute("GRANT INSERT ON audit TO enclosure_app")
+        .await
+        .expect("grant");
+    let row = store
+        .append_audit(entry("alice", "c", T0 + 2))
+        .await
+        .expect("append");
+    assert_eq!(row.seq, 2, "the failed batch left no seq behind");
+    assert_eq!(
+        store.claim_ticket("t-1", T0 + 3).await.expect("claim"),
+        !claimed_alone,
+        "a claim in a failed batch is not recorded"
+    );
+    assert!(
+        store
+            .verify_audit_chain()
+            .await
+            .expect("verify")
+            .is_intact()
+    );
+}
