@@ -103,6 +103,8 @@ impl Drop for PgDatabase {
 pub struct ApiSettings {
     /// Key operations per user per minute (None: the default).
     pub per_user_per_minute: Option<u32>,
+    /// Serve Prometheus metrics on a free loopback port.
+    pub metrics: bool,
 }
 
 /// One running api process.
@@ -111,6 +113,8 @@ pub struct ApiProc {
     pub proc: Proc,
     /// Its base URL.
     pub url: String,
+    /// Its metrics URL, when metrics are on.
+    pub metrics_url: Option<String>,
 }
 
 /// Enclave, proxy and api processes over one data directory.
@@ -153,12 +157,15 @@ impl ApiStack {
         self.stack.dir.path()
     }
 
-    fn write_config(&self, index: usize, port: u16) -> PathBuf {
+    fn write_config(&self, index: usize, port: u16, metrics: Option<u16>) -> PathBuf {
         let mut toml = format!(
             "mode = \"dev\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nenclave = \"{}\"\n",
             self.dir().display(),
             self.stack.proxy_addr()
         );
+        if let Some(m) = metrics {
+            toml.push_str(&format!("metrics_listen = \"127.0.0.1:{m}\"\n"));
+        }
         if let Some(pg) = &self.pg {
             toml.push_str(&format!(
                 "[database]\nurl = \"{}\"\nowner_url = \"{}\"\n",
@@ -177,7 +184,8 @@ impl ApiStack {
     /// Starts api process number `index` and waits until it serves.
     pub async fn start_api(&mut self, index: usize) {
         let port = free_port();
-        let config = self.write_config(index, port);
+        let metrics = self.settings.metrics.then(free_port);
+        let config = self.write_config(index, port, metrics);
         let config = config.display().to_string();
         let mut proc = Proc::spawn("enclosure-api", &["--config", &config], self.dir());
         let url = format!("https://127.0.0.1:{port}");
@@ -194,7 +202,11 @@ impl ApiStack {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let api = ApiProc { proc, url };
+        let api = ApiProc {
+            proc,
+            url,
+            metrics_url: metrics.map(|m| format!("http://127.0.0.1:{m}/metrics")),
+        };
         if index < self.apis.len() {
             self.apis[index] = api;
         } else {

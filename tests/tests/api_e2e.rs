@@ -16,7 +16,27 @@ fn api_code(e: &ClientError) -> (u16, &str) {
 }
 
 async fn whole_flow(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, ApiSettings::default()).await;
+    let settings = ApiSettings {
+        metrics: true,
+        ..ApiSettings::default()
+    };
+    let stack = ApiStack::start(backend, 1, settings).await;
+    let health: Value = stack
+        .http()
+        .get(format!("{}/v1/health", stack.apis[0].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected_backend = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["database"]["backend"], expected_backend);
+    assert_eq!(health["enclave"]["mode"], "dev");
     let alice = stack.client(0, "alice", Role::Client).await;
     let identity = alice
         .create_identity("alice's signing identity")
@@ -92,6 +112,51 @@ async fn whole_flow(backend: Backend) {
         api_code(&alice.sign(&key, b"late").await.unwrap_err()),
         (404, "not_found")
     );
+
+    // Metrics are served on their own listener, plain HTTP, and count these requests.
+    let metrics_url = stack.apis[0].metrics_url.clone().unwrap();
+    let metrics = reqwest::get(metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("enclosure_http_requests_total")
+            && metrics.contains("route=\"/v1/keys/{key_id}/sign\""),
+        "{metrics}"
+    );
+    // The OpenAPI document describes exactly the routes served.
+    let spec: Value = stack
+        .http()
+        .get(format!("{}/v1/openapi.json", stack.apis[0].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut paths: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/v1/attestation",
+            "/v1/audit",
+            "/v1/health",
+            "/v1/identities",
+            "/v1/identities/{id}/keys",
+            "/v1/keys/{key_id}",
+            "/v1/keys/{key_id}/sign",
+        ]
+    );
+    let sign_params = spec["paths"]["/v1/keys/{key_id}/sign"]["post"]["parameters"].to_string();
+    assert!(sign_params.contains("Idempotency-Key"), "{sign_params}");
 
     // The chain verifies from the command line.
     if backend == Backend::Sqlite {
@@ -331,6 +396,7 @@ async fn two_api_processes_share_idempotency_and_rate_limits_on_postgres() {
         2,
         ApiSettings {
             per_user_per_minute: Some(6),
+            ..ApiSettings::default()
         },
     )
     .await;

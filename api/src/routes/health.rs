@@ -15,6 +15,8 @@ pub struct HealthReport {
     pub status: &'static str,
     /// The api process itself.
     pub api: ComponentHealth,
+    /// The database.
+    pub database: DatabaseHealth,
     /// The enclave, through the proxy.
     pub enclave: EnclaveHealth,
 }
@@ -24,6 +26,18 @@ pub struct HealthReport {
 pub struct ComponentHealth {
     /// "ok" or "down".
     pub status: &'static str,
+}
+
+/// The database, and which backend it is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DatabaseHealth {
+    /// "ok" or "down".
+    pub status: &'static str,
+    /// "sqlite" or "postgres".
+    pub backend: &'static str,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What the enclave says about itself.
@@ -70,10 +84,23 @@ pub async fn health(State(state): State<Shared>) -> (StatusCode, Json<HealthRepo
         Ok(_) => down("unexpected answer to Health".into()),
         Err(e) => down(e.to_string()),
     };
-    let ok = enclave.status == "ok";
+    let database = match state.store.ping().await {
+        Ok(()) => DatabaseHealth {
+            status: "ok",
+            backend: state.store.backend_name(),
+            error: None,
+        },
+        Err(e) => DatabaseHealth {
+            status: "down",
+            backend: state.store.backend_name(),
+            error: Some(e.to_string()),
+        },
+    };
+    let ok = enclave.status == "ok" && database.status == "ok";
     let report = HealthReport {
         status: if ok { "ok" } else { "degraded" },
         api: ComponentHealth { status: "ok" },
+        database,
         enclave,
     };
     let code = if ok {

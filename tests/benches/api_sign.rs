@@ -1,0 +1,177 @@
+//! Sign requests per second over HTTPS (16 concurrent clients, embedded SQLite), next to the
+//! enclave-direct rate measured in the same run, with their ratio and p50/p99 latency.
+//!
+//! Run: `cargo build --release --workspace --bins && cargo bench -p enclosure-tests --bench api_sign`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use enclosure_api::auth::Role;
+use enclosure_policy::ticket::{TicketKey, TicketOperation};
+use enclosure_protocol::{EnclaveClient, Request, Response, SecretBytes};
+use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
+use enclosure_tests::ticket;
+
+const CLIENTS: usize = 16;
+const RUN: Duration = Duration::from_secs(6);
+const MESSAGE: &[u8] = b"an escrow release instruction, 64 bytes long, give or take a few";
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Signs per second straight at the enclave socket (no proxy, no api), 16 connections, on a
+/// bench-only key.
+async fn enclave_direct(stack: &ApiStack) -> f64 {
+    // Tickets must be made under the ticket key the api provisioned; in dev mode it sits in
+    // the data directory (0600), so the bench reads it from there.
+    let hex_key =
+        std::fs::read_to_string(stack.dir().join("secrets/ticket.key")).expect("ticket key");
+    let tk = TicketKey::from_slice(&hex::decode(hex_key.trim()).expect("hex")).expect("32 bytes");
+    let mut c = EnclaveClient::connect(&stack.stack.enclave_addr())
+        .await
+        .expect("enclave");
+    let r = c
+        .call(Request::Provision {
+            ticket_key: SecretBytes::new(tk.expose_secret().to_vec()),
+        })
+        .await
+        .expect("transport");
+    assert!(matches!(r, Ok(Response::Provisioned { .. })), "{r:?}");
+    let t = ticket(
+        &tk,
+        TicketOperation::GenerateKey,
+        "bench-direct",
+        "bench-direct-key",
+        b"",
+    );
+    let r = c
+        .call(Request::GenerateKey { ticket: t })
+        .await
+        .expect("transport");
+    assert!(matches!(r, Ok(Response::KeyGenerated { .. })), "{r:?}");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = EnclaveClient::connect(&stack.stack.enclave_addr())
+            .await
+            .expect("enclave");
+        let tk = tk.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < RUN {
+                let t = ticket(
+                    &tk,
+                    TicketOperation::Sign,
+                    "bench-direct",
+                    "bench-direct-key",
+                    MESSAGE,
+                );
+                let r = c
+                    .call(Request::Sign {
+                        key_id: "bench-direct-key".into(),
+                        ticket: t,
+                        message: MESSAGE.to_vec(),
+                    })
+                    .await
+                    .expect("transport");
+                assert!(matches!(r, Ok(Response::Signature { .. })), "{r:?}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn https_rate(stack: &ApiStack, key_id: &str) -> (f64, Vec<Duration>) {
+    let url = Arc::new(format!("{}/v1/keys/{key_id}/sign", stack.apis[0].url));
+    let token = Arc::new(stack.token("bench", Role::Client));
+    let body = serde_json::json!({
+        "message": base64::engine::general_purpose::STANDARD.encode(MESSAGE)
+    })
+    .to_string();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..CLIENTS {
+        // One client (one keep-alive connection) per worker, as 16 independent callers.
+        let http = stack.http();
+        let (url, token, body) = (url.clone(), token.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while start.elapsed() < RUN {
+                let t0 = Instant::now();
+                let r = http
+                    .post(url.as_str())
+                    .bearer_auth(token.as_str())
+                    .header("content-type", "application/json")
+                    .header("Idempotency-Key", format!("bench-{w}-{i}"))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("request");
+                let status = r.status();
+                let _ = r.bytes().await;
+                assert_eq!(status, 200);
+                lat.push(t0.elapsed());
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    (rate, lat)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let stack = ApiStack::start(
+            Backend::Sqlite,
+            1,
+            ApiSettings {
+                per_user_per_minute: Some(10_000_000),
+                ..ApiSettings::default()
+            },
+        )
+        .await;
+        let sdk = stack.client(0, "bench", Role::Client).await;
+        let id = sdk.create_identity("bench").await.expect("identity");
+        let key = sdk.create_key(&id.id).await.expect("key");
+
+        let direct = enclave_direct(&stack).await;
+        let (https, lat) = https_rate(&stack, &key.key_id).await;
+        println!("enclave direct, {CLIENTS} connections:      {direct:>8.0} signs/s");
+        println!(
+            "HTTPS api, {CLIENTS} clients (SQLite):        {https:>8.0} signs/s  ({:.0}% of direct)",
+            100.0 * https / direct
+        );
+        println!(
+            "HTTPS latency: p50 {:.2} ms, p99 {:.2} ms ({} requests)",
+            percentile(&lat, 0.50).as_secs_f64() * 1000.0,
+            percentile(&lat, 0.99).as_secs_f64() * 1000.0,
+            lat.len()
+        );
+        let verdict = if https >= 0.70 * direct { "met" } else { "NOT met" };
+        println!("target (HTTPS >= 70% of enclave-direct): {verdict}");
+    });
+}
