@@ -60,6 +60,14 @@ on_both!(store_identities_and_keys_are_owner_scoped, |db| {
             .ok(),
         Some(4)
     );
+    assert!(matches!(
+        store.create_identity("", "x", T0).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // Owners are opaque text: quotes and non-ASCII travel intact through the RLS settings.
+    let odd = "o'hara'); DROP TABLE identities; -- ünï";
+    let o = store.create_identity(odd, "odd", T0).await.expect("create");
+    assert_eq!(store.list_identities(odd).await.expect("list"), vec![o]);
     let listed = store.list_identities("alice").await.expect("list");
     assert_eq!(listed, vec![a1.clone(), a2.clone()]);
     assert_eq!(

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, role};
+use super::{Store, StoreError, check_owner, role};
 
 /// A named identity owned by one caller (the JWT `sub`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +66,7 @@ impl Store {
         name: &str,
         now_ms: i64,
     ) -> Result<Identity, StoreError> {
+        check_owner(owner)?;
         let identity = Identity {
             id: uuid::Uuid::new_v4().to_string(),
             owner: owner.to_string(),
@@ -120,6 +121,7 @@ impl Store {
 
     /// Records a new key. Fails if the identity does not exist or belongs to someone else.
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
+        check_owner(&k.owner)?;
         let mut tx = self.scoped(&k.owner, role::USER).await?;
         sqlx::query(
             "INSERT INTO keys (key_id, identity_id, owner, public_key_der, key_certificate, \

@@ -3,7 +3,10 @@
 //!
 //! One SQL text serves both backends through sqlx's `Any` driver (`$1` placeholders work in
 //! both); the few statements that cannot be shared (the audit head lock, session settings for
-//! row-level security) branch on [`Store::backend_name`].
+//! row-level security, `BEGIN IMMEDIATE`) branch on the backend. Each backend has its own
+//! migrations (`api/migrations/{postgres,sqlite}`), embedded and applied by
+//! [`Store::connect`]; on PostgreSQL they run as the owner role and set up the app role
+//! `enclosure_app` with exactly the grants it needs.
 //!
 //! # What the database itself enforces
 //!
@@ -13,7 +16,10 @@
 //! - Each audit row must extend the chain (seq = head + 1, prev_hash = head hash), checked
 //!   by an insert trigger on both backends.
 //! - One-way state: a ticket's `used_at_ms` and a key's `destroyed_at_ms` go from NULL to a
-//!   value once; on PostgreSQL those are the only columns the app role may update.
+//!   value once (a ticket's only before it expires), enforced by triggers; on PostgreSQL they
+//!   are the only columns of `tickets` and `keys` the app role may update, and it may not
+//!   update `identities`, `audit`, `audit_head` or `backups` at all.
+//! - A key's owner is its identity's owner (a composite foreign key).
 //! - On PostgreSQL, row-level security hides identities, keys and tickets from everyone but
 //!   their owner, and audit rows from everyone but their actor and admins. Every owner-scoped
 //!   call runs in a transaction that first sets `enclosure.user` and `enclosure.role` with
@@ -298,6 +304,15 @@ impl Store {
     }
 }
 
+/// Refuses an empty owner: row-level security keys on it, and `""` is what an unset
+/// `enclosure.user` reads as.
+pub(crate) fn check_owner(owner: &str) -> Result<(), StoreError> {
+    if owner.is_empty() {
+        return Err(StoreError::InvalidInput("the owner must not be empty"));
+    }
+    Ok(())
+}
+
 /// `BEGIN` plus the row-level-security settings, sent as one simple query so a scoped call
 /// costs one round trip more than its statement, not two. The simple protocol takes no
 /// parameters, so the values travel hex-encoded: only `[0-9a-f]` ever reaches the SQL text.
@@ -430,6 +445,14 @@ mod tests {
         };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+    }
+
+    #[test]
+    fn store_scoped_begin_carries_only_hex() {
+        let sql = pg_begin_scoped("o'hara'); DROP TABLE audit; --", role::USER);
+        assert!(!sql.contains("DROP"), "{sql}");
+        assert!(sql.contains(&hex_lower(b"o'hara'); DROP TABLE audit; --")));
+        assert_eq!(hex_lower(&[0x00, 0x7f, 0xff]), "007fff");
     }
 
     #[test]

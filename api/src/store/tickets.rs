@@ -5,7 +5,7 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::writer::{self, Job};
-use super::{Durability, Store, StoreError, role};
+use super::{Durability, Store, StoreError, check_owner, role};
 
 /// A ticket as the api records it when issuing it; the MAC and nonce stay with the ticket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,7 @@ impl Store {
     /// Committed without waiting for the disk: if a crash loses the row, the claim fails and
     /// the key operation is refused, which is safe.
     pub async fn insert_ticket(&self, t: &TicketRecord) -> Result<(), StoreError> {
+        check_owner(&t.owner)?;
         if t.payload_sha384.len() != 48 {
             return Err(StoreError::InvalidInput("payload_sha384 must be 48 bytes"));
         }
