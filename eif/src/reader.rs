@@ -61,11 +61,6 @@ impl EifInfo {
             .iter()
             .filter(|s| s.kind == SectionKind::Ramdisk)
     }
-
-    /// The first section of a kind.
-    pub fn section(&self, kind: SectionKind) -> Option<&SectionInfo> {
-        self.sections.iter().find(|s| s.kind == kind)
-    }
 }
 
 /// Reads and checks an EIF, streaming its sections.
@@ -81,18 +76,19 @@ pub fn read_eif<R: Read + Seek>(src: &mut R) -> Result<EifInfo> {
     if header.version != VERSION {
         return Err(Error::UnsupportedVersion(header.version));
     }
-    let layout = check_layout(&header, file_len)?;
-    let kinds = read_section_headers(src, &header, &layout)?;
+    check_layout(&header, file_len)?;
+    // The layout check made table order file order, so section i is table entry i.
+    let kinds = read_section_headers(src, &header)?;
     check_counts_and_order(&kinds)?;
 
     let mut crc = crc32fast::Hasher::new();
     crc.update(&header_bytes[..CRC_OFFSET]);
     let mut measurer = Measurer::new();
-    let mut sections = Vec::with_capacity(layout.len());
+    let mut sections = Vec::with_capacity(kinds.len());
     let mut cmdline = Vec::new();
     let mut metadata_bytes = None;
     let mut signature_bytes = None;
-    for (&index, &kind) in layout.iter().zip(&kinds) {
+    for (index, &kind) in kinds.iter().enumerate() {
         let offset = header.section_offsets[index];
         let size = header.section_sizes[index];
         let keep = match kind {
@@ -170,8 +166,8 @@ pub fn read_eif<R: Read + Seek>(src: &mut R) -> Result<EifInfo> {
     })
 }
 
-/// Checks bounds, overlaps and contiguity; returns table indices in file order.
-fn check_layout(header: &EifHeader, file_len: u64) -> Result<Vec<usize>> {
+/// Checks bounds, overlaps and contiguity, and that the table lists sections in file order.
+fn check_layout(header: &EifHeader, file_len: u64) -> Result<()> {
     let n = usize::from(header.num_sections);
     if n > MAX_SECTIONS {
         return Err(Error::TooManySections(header.num_sections));
@@ -232,17 +228,17 @@ fn check_layout(header: &EifHeader, file_len: u64) -> Result<Vec<usize>> {
             file_len - expected
         )));
     }
-    Ok(spans.into_iter().map(|(_, _, i)| i).collect())
+    Ok(())
 }
 
 /// Reads each section header and checks it against the table.
 fn read_section_headers<R: Read + Seek>(
     src: &mut R,
     header: &EifHeader,
-    layout: &[usize],
 ) -> Result<Vec<SectionKind>> {
-    let mut kinds = Vec::with_capacity(layout.len());
-    for &index in layout {
+    let n = usize::from(header.num_sections);
+    let mut kinds = Vec::with_capacity(n);
+    for index in 0..n {
         src.seek(SeekFrom::Start(header.section_offsets[index]))?;
         let mut b = [0u8; SECTION_HEADER_LEN];
         src.read_exact(&mut b)?;
