@@ -419,45 +419,25 @@ mod tests {
         dir.join(name)
     }
 
+    fn parse_words(line: &str) -> Result<EifCommand, clap::Error> {
+        parse(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     #[test]
     fn arguments_are_checked() {
-        let b = parse(&[
-            "build",
-            "--kernel",
-            "k",
-            "--cmdline",
-            "c",
-            "--ramdisk",
-            "a",
-            "b",
-            "--ramdisk",
-            "c",
-            "--output",
-            "o",
-        ])
-        .unwrap();
-        assert!(matches!(b, EifCommand::Build { ref ramdisks, .. } if ramdisks.len() == 3));
-        assert!(parse(&["build", "--kernel", "k", "--cmdline", "c", "--output", "o"]).is_err());
-        let half_signed = [
-            "build",
-            "--kernel",
-            "k",
-            "--cmdline",
-            "c",
-            "--ramdisk",
-            "a",
-            "--output",
-            "o",
-            "--signing-key",
-            "key.pem",
-        ];
-        assert!(parse(&half_signed).is_err());
-        assert!(parse(&["verify", "x.eif"]).is_err());
-        assert!(parse(&["verify", "x.eif", "--expected", "p", "--attestation", "d"]).is_err());
-        let stray_at = parse(&["verify", "x.eif", "--expected", "p", "--at", "document"]);
+        let b = parse_words("build --kernel k --cmdline c --ramdisk a b --ramdisk c --output o");
+        assert!(
+            matches!(b.unwrap(), EifCommand::Build { ref ramdisks, .. } if ramdisks.len() == 3)
+        );
+        assert!(parse_words("build --kernel k --cmdline c --output o").is_err());
+        let half_signed = "build --kernel k --cmdline c --ramdisk a --output o --signing-key k.pem";
+        assert!(parse_words(half_signed).is_err());
+        assert!(parse_words("verify x.eif").is_err());
+        assert!(parse_words("verify x.eif --expected p --attestation d").is_err());
+        let stray_at = parse_words("verify x.eif --expected p --at document");
         assert!(run(stray_at.unwrap()).is_err());
-        assert!(parse(&["verify", "x.eif", "--against", "y", "--at", "document"]).is_err());
-        assert!(parse(&["verify", "x.eif", "--against", "y.eif"]).is_ok());
+        assert!(parse_words("verify x.eif --against y --at document").is_err());
+        assert!(parse_words("verify x.eif --against y.eif").is_ok());
     }
 
     #[test]
