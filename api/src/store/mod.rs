@@ -138,6 +138,9 @@ pub(crate) enum Backend {
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pool size; the audit writer holds one connection while it commits a batch.
 const MAX_CONNECTIONS: u32 = 8;
+/// Session limits for the app's PostgreSQL connections.
+const PG_TIMEOUTS: &str =
+    "SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'";
 /// Size of the pool for relaxed-durability writes.
 const RELAXED_CONNECTIONS: u32 = 4;
 
@@ -231,6 +234,12 @@ impl Store {
         let relaxed =
             open_pool(&options, backend, Durability::Relaxed, RELAXED_CONNECTIONS).await?;
         if backend == Backend::Postgres {
+            if owner_url.is_none() {
+                tracing::warn!(
+                    "no PostgreSQL owner URL: the app role ran the migrations and owns the \
+                     tables, so privileges do not restrict it (triggers and forced RLS still do)"
+                );
+            }
             warn_if_privileged(&pool).await?;
         }
         let writer = writer::spawn(pool.clone(), backend);
@@ -350,9 +359,11 @@ async fn open_pool(
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 let setup = match (backend, durability) {
-                    (Backend::Postgres, Durability::Durable) => return Ok(()),
+                    // A lock held elsewhere (an operator's open transaction on the chain
+                    // head, say) must fail requests, not hang them and the writer forever.
+                    (Backend::Postgres, Durability::Durable) => PG_TIMEOUTS.to_string(),
                     (Backend::Postgres, Durability::Relaxed) => {
-                        "SET synchronous_commit = off".to_string()
+                        format!("{PG_TIMEOUTS}; SET synchronous_commit = off")
                     }
                     (Backend::Sqlite, _) => format!(
                         "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
