@@ -143,58 +143,45 @@ fn structural_forgeries_are_refused() {
 fn section_header_forgeries_are_refused() {
     let img = image();
     let h = header(&img);
-    let at = |i: usize| h.section_offsets[i] as usize;
-
-    let mut bad = img.clone();
-    bad[at(0) + 3] = 1; // flags
-    fix_crc(&mut bad);
+    // Sets one byte of section `i`'s 12-byte header and fixes the CRC, then reads.
+    let forge = |i: usize, at: usize, byte: u8| {
+        let mut bad = img.clone();
+        bad[h.section_offsets[i] as usize + at] = byte;
+        fix_crc(&mut bad);
+        read(&bad)
+    };
+    let flags = forge(0, 3, 1);
     assert!(matches!(
-        read(&bad),
+        flags,
         Err(Error::NonZeroFlags { index: 0, flags: 1 })
     ));
-
-    let mut bad = img.clone();
-    bad[at(1) + 1] = 9; // type
-    fix_crc(&mut bad);
+    let kind = forge(1, 1, 9);
     assert!(matches!(
-        read(&bad),
+        kind,
         Err(Error::UnknownSectionType { index: 1, kind: 9 })
     ));
-
-    let mut bad = img.clone();
-    bad[at(1) + 1] = 3; // the cmdline becomes a ramdisk
-    fix_crc(&mut bad);
-    let err = read(&bad).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SectionCount {
-                kind: SectionKind::Cmdline,
-                count: 0,
-                ..
-            }
-        ),
-        "{err}"
-    );
-
-    let mut bad = img.clone();
-    bad[at(0) + 1] = 3; // no kernel
-    fix_crc(&mut bad);
+    use SectionKind::{Cmdline, Kernel};
+    let cmdline_as_ramdisk = forge(1, 1, 3);
     assert!(matches!(
-        read(&bad),
+        cmdline_as_ramdisk,
         Err(Error::SectionCount {
-            kind: SectionKind::Kernel,
+            kind: Cmdline,
+            count: 0,
             ..
         })
     ));
-
-    let mut bad = img.clone();
-    bad[at(1) + 11] ^= 1; // section header size disagrees with the table
-    fix_crc(&mut bad);
+    let kernel_as_ramdisk = forge(0, 1, 3);
     assert!(matches!(
-        read(&bad),
-        Err(Error::SizeMismatch { index: 1, .. })
+        kernel_as_ramdisk,
+        Err(Error::SectionCount {
+            kind: Kernel,
+            count: 0,
+            ..
+        })
     ));
+    let size_byte = img[h.section_offsets[1] as usize + 11];
+    let size = forge(1, 11, size_byte ^ 1); // disagrees with the table
+    assert!(matches!(size, Err(Error::SizeMismatch { index: 1, .. })));
 }
 
 /// A small valid image, so thousands of damaged copies read quickly.
