@@ -7,8 +7,8 @@ mod harness;
 use std::collections::BTreeSet;
 
 use enclosure_api::store::{
-    ChainBreakReason, IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IDEMPOTENCY_RUNNING_LEASE_MS,
-    IdempotencyBegin, KeyRecord, StoreError,
+    ChainBreakReason, GENESIS_HASH, IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS,
+    IDEMPOTENCY_RUNNING_LEASE_MS, IdempotencyBegin, KeyRecord, StoreError,
 };
 use harness::{Kind, TestDb, entry, ticket};
 
@@ -428,6 +428,7 @@ on_both!(store_audit_chain_verifies_and_scopes_reads, |db| {
             .expect("verify")
             .is_intact()
     );
+    assert_eq!(store.audit_head().await.expect("head"), (0, GENESIS_HASH));
     let mut appends = tokio::task::JoinSet::new();
     for i in 0..30 {
         let store = store.clone();
@@ -452,6 +453,7 @@ on_both!(store_audit_chain_verifies_and_scopes_reads, |db| {
         .await
         .expect("list");
     assert_eq!(all.len(), 30);
+    assert_eq!(store.audit_head().await.expect("head"), (30, all[29].hash));
     assert!(
         all.windows(2)
             .all(|w| w[1].prev_hash == w[0].hash && w[1].seq == w[0].seq + 1)

@@ -401,6 +401,20 @@ impl Store {
         rows.iter().map(row_from).collect()
     }
 
+    /// The last row's seq and hash (0 and [`GENESIS_HASH`] for an empty log): what a signed
+    /// checkpoint of the log commits to.
+    pub async fn audit_head(&self) -> Result<(i64, [u8; 32]), StoreError> {
+        let mut tx = self.scoped("", role::SYSTEM).await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        match row {
+            Some(r) => Ok((r.try_get(0)?, hash32(r.try_get(1)?)?)),
+            None => Ok((0, GENESIS_HASH)),
+        }
+    }
+
     /// Recomputes every row's hash in seq order and reports the first row that breaks the
     /// chain: an altered row, a broken link, or a gap.
     pub async fn verify_audit_chain(&self) -> Result<ChainReport, StoreError> {
