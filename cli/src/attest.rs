@@ -37,6 +37,21 @@ pub enum AttestCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running api for a document with a fresh random nonce, and verify it now.
+    Fetch {
+        /// The api's base URL, e.g. https://127.0.0.1:8443.
+        #[arg(long)]
+        api: String,
+        /// Policy file (TOML), as for `verify`.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Extra TLS root (PEM) for the api, e.g. the dev stack's DIR/tls/cert.pem.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs an `attest` subcommand; a refused document exits with status 1.
@@ -48,7 +63,77 @@ pub fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             at,
             json,
         } => verify_file(&file, policy.as_deref(), at.as_deref(), json),
+        AttestCommand::Fetch {
+            api,
+            policy,
+            cacert,
+            json,
+        } => fetch(&api, policy.as_deref(), cacert.as_deref(), json),
     }
+}
+
+/// Fetches a fresh document (random nonce) from the api and verifies it, nonce included.
+fn fetch(
+    api: &str,
+    policy_path: Option<&Path>,
+    cacert: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use rand::RngCore;
+    let mut policy = match policy_path {
+        Some(path) => load_policy(path)?,
+        None => AttestationPolicy::default(),
+    };
+    let mut nonce = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    policy = policy.with_nonce(&nonce);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = cacert {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        builder = builder.tls_certs_only([reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?]);
+    }
+    let http = builder.build()?;
+    let url = format!("{}/v1/attestation", api.trim_end_matches('/'));
+    let rt = tokio::runtime::Runtime::new()?;
+    let answer: serde_json::Value = rt.block_on(async {
+        let resp = http
+            .get(&url)
+            .query(&[("nonce", hex::encode(nonce))])
+            .send()
+            .await
+            .with_context(|| format!("asking {url}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("reading the answer")?;
+        anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+        anyhow::Ok(body)
+    })?;
+    let document = answer["document"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .context("the answer has no base64 document")?;
+    let at = At::Now(SystemTime::now());
+    let result = Verifier::uncached().verify(&document, &policy, SystemTime::now());
+    let report = Report {
+        file: Path::new(&url),
+        bytes: document.len(),
+        encoding: "fetched with a fresh nonce",
+        policy: policy_path,
+        at: &at,
+        result: &result,
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&report.json())? + "\n"
+    } else {
+        report.text()
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// When to verify.

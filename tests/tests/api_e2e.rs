@@ -158,6 +158,26 @@ async fn whole_flow(backend: Backend) {
     let sign_params = spec["paths"]["/v1/keys/{key_id}/sign"]["post"]["parameters"].to_string();
     assert!(sign_params.contains("Idempotency-Key"), "{sign_params}");
 
+    // `enclosure attest fetch` verifies a fresh document: under a policy naming the dev root
+    // it passes, under the default policy (AWS root only) it is refused.
+    let policy = stack.dir().join("dev-policy.toml");
+    std::fs::write(&policy, "dev_roots = [\"dev-ca/root.pem\"]\n").unwrap();
+    let fetch = |policy: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(enclosure_tests::bin("enclosure"));
+        cmd.args(["attest", "fetch", "--api", &stack.apis[0].url, "--cacert"])
+            .arg(stack.dir().join("tls/cert.pem"));
+        if let Some(p) = policy {
+            cmd.arg("--policy").arg(p);
+        }
+        cmd.output().unwrap()
+    };
+    let ok = fetch(Some(&policy));
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && text.contains("VERIFIED"), "{text}");
+    assert!(text.contains("DEV ROOT"), "{text}");
+    let refused = fetch(None);
+    assert_eq!(refused.status.code(), Some(1));
+
     // The chain verifies from the command line.
     if backend == Backend::Sqlite {
         let out = std::process::Command::new(enclosure_tests::bin("enclosure"))
