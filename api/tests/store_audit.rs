@@ -210,3 +210,80 @@ on_both!(store_audit_verifies_while_appends_continue, |db| {
         300
     );
 });
+
+on_both!(store_audit_deleted_tail_is_reported, |db| {
+    let store = db.store().await;
+    for i in 0..5 {
+        store
+            .append_audit(entry("alice", "key.sign", T0 + i))
+            .await
+            .expect("append");
+    }
+    // Rows 1..3 still chain perfectly; only the recorded head shows what is gone.
+    db.tamper("DELETE FROM audit WHERE seq >= 4").await;
+    let report = store.verify_audit_chain().await.expect("verify");
+    let broken = report.first_broken.expect("missing tail detected");
+    assert_eq!(
+        (broken.seq, broken.reason),
+        (4, ChainBreakReason::MissingTail { head_seq: 5 })
+    );
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_sqlite_upgrade_seeds_the_chain_head_from_existing_rows() {
+    use sha2::{Digest, Sha256};
+    use sqlx::Executor;
+
+    // A database at schema version 1 (before `audit_head` existed), holding three rows.
+    let db = TestDb::new(Kind::Sqlite).await;
+    std::fs::create_dir_all(db.sqlite_path().parent().expect("dir")).expect("mkdir");
+    let url = format!("sqlite://{}?mode=rwc", db.sqlite_path().display());
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("open");
+    let v1 = include_str!("../migrations/sqlite/0001_init.sql");
+    raw.execute(v1).await.expect("schema v1");
+    raw.execute(
+        "CREATE TABLE enclosure_migrations (version BIGINT PRIMARY KEY, checksum BYTEA NOT NULL)",
+    )
+    .await
+    .expect("migrations table");
+    sqlx::query("INSERT INTO enclosure_migrations VALUES (1, ?)")
+        .bind(Sha256::digest(v1.as_bytes()).to_vec())
+        .execute(&mut raw)
+        .await
+        .expect("v1 recorded");
+    let mut prev = GENESIS_HASH;
+    for seq in 1..=3i64 {
+        let e = entry("alice", "key.sign", T0 + seq);
+        let hash = enclosure_api::store::audit_hash(&prev, seq, &e);
+        sqlx::query(
+            "INSERT INTO audit (seq, at_ms, actor, actor_role, action, identity_id, outcome, \
+             prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(e.at_ms)
+        .bind(&e.actor)
+        .bind(&e.actor_role)
+        .bind(&e.action)
+        .bind(&e.identity_id)
+        .bind(&e.outcome)
+        .bind(prev.to_vec())
+        .bind(hash.to_vec())
+        .execute(&mut raw)
+        .await
+        .expect("row");
+        prev = hash;
+    }
+    drop(raw);
+
+    let store = db.store().await;
+    assert_eq!(store.audit_head().await.expect("head"), (3, prev));
+    let next = store
+        .append_audit(entry("alice", "key.sign", T0 + 4))
+        .await
+        .expect("append");
+    assert_eq!((next.seq, next.prev_hash), (4, prev));
+    let report = store.verify_audit_chain().await.expect("verify");
+    assert!(report.is_intact() && report.rows_checked == 4, "{report:?}");
+}

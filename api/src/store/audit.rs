@@ -149,13 +149,13 @@ pub enum ChainBreakReason {
         /// The seq that should have come next.
         expected: i64,
     },
-    /// Rows from this seq up to the chain head recorded by the database are missing: the
-    /// end of the log was deleted (PostgreSQL, which keeps the head in `audit_head`).
+    /// Rows from this seq up to the chain head the database recorded (`audit_head`) are
+    /// missing: the end of the log was deleted.
     MissingTail {
         /// The last seq the head says exists.
         head_seq: i64,
     },
-    /// The last row's hash differs from the head the database recorded (PostgreSQL).
+    /// The last row's hash differs from the head the database recorded.
     HeadMismatch,
 }
 
@@ -423,21 +423,21 @@ impl Store {
             last_seq: 0,
             first_broken: None,
         };
-        // On PostgreSQL, read the head first and check rows up to it: rows appended after
-        // this point are left for the next run, and a deleted tail cannot hide.
-        let head = match self.inner.backend {
-            Backend::Postgres => {
-                let mut tx = self.scoped("", role::SYSTEM).await?;
-                let r = sqlx::query("SELECT seq, hash FROM enclosure_audit_head()")
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or(StoreError::Corrupt("the audit_head row is missing"))?;
-                tx.commit().await?;
-                Some((r.try_get::<i64, _>(0)?, hash32(r.try_get(1)?)?))
-            }
-            Backend::Sqlite => None,
+        // Read the head first and check rows up to it: rows appended after this point are
+        // left for the next run, and a deleted tail cannot hide.
+        let (head_seq, head_hash) = {
+            let sql = match self.inner.backend {
+                Backend::Postgres => "SELECT seq, hash FROM enclosure_audit_head()",
+                Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+            };
+            let mut tx = self.scoped("", role::SYSTEM).await?;
+            let r = sqlx::query(sql)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::Corrupt("the audit_head row is missing"))?;
+            tx.commit().await?;
+            (r.try_get::<i64, _>(0)?, hash32(r.try_get(1)?)?)
         };
-        let upto = head.map_or(i64::MAX, |(seq, _)| seq);
         let mut prev = GENESIS_HASH;
         loop {
             let mut tx = self.scoped("", role::SYSTEM).await?;
@@ -446,7 +446,7 @@ impl Store {
             ))
             .bind(report.last_seq)
             .bind(VERIFY_PAGE)
-            .bind(upto)
+            .bind(head_seq)
             .fetch_all(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -477,18 +477,16 @@ impl Store {
                 prev = row.hash;
             }
         }
-        if let Some((head_seq, head_hash)) = head {
-            if report.last_seq < head_seq {
-                report.first_broken = Some(ChainBreak {
-                    seq: report.last_seq + 1,
-                    reason: ChainBreakReason::MissingTail { head_seq },
-                });
-            } else if prev != head_hash {
-                report.first_broken = Some(ChainBreak {
-                    seq: head_seq,
-                    reason: ChainBreakReason::HeadMismatch,
-                });
-            }
+        if report.last_seq < head_seq {
+            report.first_broken = Some(ChainBreak {
+                seq: report.last_seq + 1,
+                reason: ChainBreakReason::MissingTail { head_seq },
+            });
+        } else if prev != head_hash {
+            report.first_broken = Some(ChainBreak {
+                seq: head_seq,
+                reason: ChainBreakReason::HeadMismatch,
+            });
         }
         Ok(report)
     }

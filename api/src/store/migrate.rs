@@ -22,10 +22,16 @@ const POSTGRES: &[Migration] = &[Migration {
     sql: include_str!("../../migrations/postgres/0001_init.sql"),
 }];
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../../migrations/sqlite/0002_audit_head.sql"),
+    },
+];
 
 /// An arbitrary constant naming the migration advisory lock on PostgreSQL.
 const PG_MIGRATION_LOCK: i64 = 0x656e_636c_6f73_7572; // "enclosur"
