@@ -329,19 +329,9 @@ fn pg_begin_scoped(user: &str, role: &str) -> String {
     format!(
         "BEGIN; SELECT set_config('enclosure.user', convert_from(decode('{}', 'hex'), 'UTF8'), true), \
          set_config('enclosure.role', convert_from(decode('{}', 'hex'), 'UTF8'), true)",
-        hex_lower(user.as_bytes()),
-        hex_lower(role.as_bytes())
+        hex::encode(user.as_bytes()),
+        hex::encode(role.as_bytes())
     )
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// Opens one pool. Relaxed pools acknowledge commits before they reach disk: PostgreSQL with
@@ -462,8 +452,7 @@ mod tests {
     fn store_scoped_begin_carries_only_hex() {
         let sql = pg_begin_scoped("o'hara'); DROP TABLE audit; --", role::USER);
         assert!(!sql.contains("DROP"), "{sql}");
-        assert!(sql.contains(&hex_lower(b"o'hara'); DROP TABLE audit; --")));
-        assert_eq!(hex_lower(&[0x00, 0x7f, 0xff]), "007fff");
+        assert!(sql.contains(&hex::encode(b"o'hara'); DROP TABLE audit; --")));
     }
 
     #[test]
