@@ -49,11 +49,11 @@ pub enum StoreError {
     #[error("no running idempotency record for this key")]
     IdempotencyNotRunning,
     /// The group-commit writer task has stopped (the runtime is shutting down), so the write
-    /// (an audit entry, a ticket claim, an idempotency completion) was not made.
+    /// (an audit entry or a ticket claim) was not made.
     #[error("the storage writer has stopped")]
     WriterStopped,
     /// The group-commit transaction that carried this write failed and was rolled back;
-    /// nothing of that batch was recorded (no audit row, no claim, no completion).
+    /// nothing of that batch was recorded (no audit row, no ticket claim).
     #[error("the group commit failed: {0}")]
     GroupCommit(String),
 }
