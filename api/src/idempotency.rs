@@ -37,9 +37,10 @@ pub async fn enforce(State(state): State<Shared>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     // Unauthenticated requests go on to the handler, whose extractor refuses them with 401.
-    let Some(caller) = state.subject_of(req.headers()) else {
+    let Some(verified) = state.caller_of(req.headers()) else {
         return next.run(req).await;
     };
+    let caller = verified.sub.clone();
     let key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         Some(Ok(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN => k.to_string(),
         Some(_) => {
@@ -72,7 +73,10 @@ pub async fn enforce(State(state): State<Shared>, req: Request, next: Next) -> R
         Ok(_) => return ApiError::IdempotencyExpired.into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     }
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let mut req = Request::from_parts(parts, Body::from(body));
+    // The handler's Caller extractor takes this instead of verifying the token again.
+    req.extensions_mut().insert(verified);
+    let response = next.run(req).await;
     let (rparts, rbody) = response.into_parts();
     let rbytes = to_bytes(rbody, usize::MAX).await.unwrap_or_default();
     let outcome = if rparts.status.is_server_error() {

@@ -87,13 +87,10 @@ impl AppState {
         path.starts_with("/v1/")
     }
 
-    /// The verified subject of a request's bearer token, if it has a valid one.
-    pub fn subject_of(&self, headers: &HeaderMap) -> Option<String> {
+    /// The verified caller of a request's bearer token, if it has a valid one.
+    pub fn caller_of(&self, headers: &HeaderMap) -> Option<crate::auth::Caller> {
         let token = BearerToken::from_headers(headers).ok()?;
-        self.auth
-            .verify(token.expose(), SystemTime::now())
-            .ok()
-            .map(|c| c.sub)
+        self.auth.verify(token.expose(), SystemTime::now()).ok()
     }
 }
 

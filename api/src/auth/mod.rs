@@ -201,6 +201,11 @@ where
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A server-side middleware that already verified this request's token leaves the
+        // caller in the extensions (clients cannot set extensions), so verify only once.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let authenticator = Arc::<Authenticator>::from_ref(state);
         let result = BearerToken::from_headers(&parts.headers)
             .and_then(|token| authenticator.verify(token.expose(), SystemTime::now()));
