@@ -17,6 +17,26 @@ const CLIENTS: usize = 16;
 const RUN: Duration = Duration::from_secs(6);
 const MESSAGE: &[u8] = b"an escrow release instruction, 64 bytes long, give or take a few";
 
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn cpu_snapshot(stack: &ApiStack) -> [f64; 4] {
+    [
+        cpu_secs(stack.apis[0].proc.pid()),
+        cpu_secs(stack.stack.proxy.as_ref().map(|p| p.pid()).unwrap_or(0)),
+        cpu_secs(stack.stack.enclave.as_ref().map(|p| p.pid()).unwrap_or(0)),
+        cpu_secs(std::process::id()),
+    ]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -150,6 +170,7 @@ fn main() {
             1,
             ApiSettings {
                 per_user_per_minute: Some(10_000_000),
+                per_identity_per_minute: Some(10_000_000),
                 ..ApiSettings::default()
             },
         )
@@ -159,7 +180,11 @@ fn main() {
         let key = sdk.create_key(&id.id).await.expect("key");
 
         let direct = enclave_direct(&stack).await;
+        let before = cpu_snapshot(&stack);
         let (https, lat) = https_rate(&stack, &key.key_id).await;
+        let after = cpu_snapshot(&stack);
+        let n = lat.len() as f64;
+        let per_req = |i: usize| (after[i] - before[i]) / n * 1e6;
         println!("enclave direct, {CLIENTS} connections:      {direct:>8.0} signs/s");
         println!(
             "HTTPS api, {CLIENTS} clients (SQLite):        {https:>8.0} signs/s  ({:.0}% of direct)",
@@ -170,6 +195,13 @@ fn main() {
             percentile(&lat, 0.50).as_secs_f64() * 1000.0,
             percentile(&lat, 0.99).as_secs_f64() * 1000.0,
             lat.len()
+        );
+        println!(
+            "CPU per HTTPS sign: api {:.0} us, proxy {:.0} us, enclave {:.0} us, bench clients {:.0} us",
+            per_req(0),
+            per_req(1),
+            per_req(2),
+            per_req(3)
         );
         let verdict = if https >= 0.70 * direct { "met" } else { "NOT met" };
         println!("target (HTTPS >= 70% of enclave-direct): {verdict}");

@@ -103,6 +103,8 @@ impl Drop for PgDatabase {
 pub struct ApiSettings {
     /// Key operations per user per minute (None: the default).
     pub per_user_per_minute: Option<u32>,
+    /// Key operations per identity per minute (None: the default).
+    pub per_identity_per_minute: Option<u32>,
     /// Serve Prometheus metrics on a free loopback port.
     pub metrics: bool,
 }
@@ -173,8 +175,15 @@ impl ApiStack {
                 pg.owner_url()
             ));
         }
-        if let Some(n) = self.settings.per_user_per_minute {
-            toml.push_str(&format!("[rate_limits]\nper_user_per_minute = {n}\n"));
+        let limits = &self.settings;
+        if limits.per_user_per_minute.is_some() || limits.per_identity_per_minute.is_some() {
+            toml.push_str("[rate_limits]\n");
+        }
+        if let Some(n) = limits.per_user_per_minute {
+            toml.push_str(&format!("per_user_per_minute = {n}\n"));
+        }
+        if let Some(n) = limits.per_identity_per_minute {
+            toml.push_str(&format!("per_identity_per_minute = {n}\n"));
         }
         let path = self.dir().join(format!("api-{index}.toml"));
         std::fs::write(&path, toml).expect("api config");

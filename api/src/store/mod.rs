@@ -230,9 +230,21 @@ impl Store {
             migrate::run(&mut conn, backend).await?;
             conn.close().await?;
         }
-        let pool = open_pool(&options, backend, Durability::Durable, MAX_CONNECTIONS).await?;
-        let relaxed =
-            open_pool(&options, backend, Durability::Relaxed, RELAXED_CONNECTIONS).await?;
+        let (pool, relaxed) = match backend {
+            Backend::Postgres => (
+                open_pool(&options, backend, Durability::Durable, MAX_CONNECTIONS).await?,
+                open_pool(&options, backend, Durability::Relaxed, RELAXED_CONNECTIONS).await?,
+            ),
+            // SQLite has one write lock per file. Several connections contending for it wait
+            // in SQLite's busy handler, which sleeps in steps of milliseconds; one connection
+            // makes every statement queue in the pool instead, in microseconds. WAL with
+            // synchronous = NORMAL survives a crash of the process (not a power cut), which is
+            // the embedded default's promise; PostgreSQL is the durable production store.
+            Backend::Sqlite => {
+                let one = open_pool(&options, backend, Durability::Relaxed, 1).await?;
+                (one.clone(), one)
+            }
+        };
         if backend == Backend::Postgres {
             if owner_url.is_none() {
                 tracing::warn!(
