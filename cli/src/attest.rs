@@ -123,17 +123,7 @@ fn fetch(
         at: &at,
         result: &result,
     };
-    let text = if json {
-        serde_json::to_string_pretty(&report.json())? + "\n"
-    } else {
-        report.text()
-    };
-    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    Ok(if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    report.print(json)
 }
 
 /// When to verify.
@@ -183,18 +173,7 @@ fn verify_file(
         at: &at,
         result: &result,
     };
-    let text = if json {
-        serde_json::to_string_pretty(&report.json())? + "\n"
-    } else {
-        report.text()
-    };
-    // A closed pipe (`| head`) is not an error worth a panic; the exit status still tells.
-    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    Ok(if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    report.print(json)
 }
 
 /// Accepts raw CBOR (a COSE_Sign1 array, or tag 18), hex, or base64 (standard or URL-safe,
@@ -283,6 +262,22 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Report<'_> {
+    /// Prints the report (text or JSON); a refused document exits with status 1.
+    fn print(&self, json: bool) -> anyhow::Result<ExitCode> {
+        let text = if json {
+            serde_json::to_string_pretty(&self.json())? + "\n"
+        } else {
+            self.text()
+        };
+        // A closed pipe (`| head`) is not an error worth a panic; the exit status still tells.
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        Ok(if self.result.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    }
+
     fn at_text(&self) -> String {
         match self.at {
             At::Now(t) => format!("{} (now)", rfc3339(*t)),

@@ -11,7 +11,7 @@ use enclosure_api::auth::Role;
 use enclosure_policy::ticket::{TicketKey, TicketOperation};
 use enclosure_protocol::{EnclaveClient, Request, Response, SecretBytes};
 use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
-use enclosure_tests::ticket;
+use enclosure_tests::{sign_rate, ticket};
 
 const CLIENTS: usize = 16;
 const RUN: Duration = Duration::from_secs(6);
@@ -75,42 +75,23 @@ async fn enclave_direct(stack: &ApiStack) -> f64 {
         .await
         .expect("transport");
     assert!(matches!(r, Ok(Response::KeyGenerated { .. })), "{r:?}");
-    let start = Instant::now();
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let mut c = EnclaveClient::connect(&stack.stack.enclave_addr())
-            .await
-            .expect("enclave");
-        let tk = tk.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < RUN {
-                let t = ticket(
-                    &tk,
-                    TicketOperation::Sign,
-                    "bench-direct",
-                    "bench-direct-key",
-                    MESSAGE,
-                );
-                let r = c
-                    .call(Request::Sign {
-                        key_id: "bench-direct-key".into(),
-                        ticket: t,
-                        message: MESSAGE.to_vec(),
-                    })
-                    .await
-                    .expect("transport");
-                assert!(matches!(r, Ok(Response::Signature { .. })), "{r:?}");
-                n += 1;
-            }
-            n
-        }));
+        clients.push(
+            EnclaveClient::connect(&stack.stack.enclave_addr())
+                .await
+                .expect("enclave"),
+        );
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("task");
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    sign_rate(
+        clients,
+        &tk,
+        "bench-direct",
+        "bench-direct-key",
+        MESSAGE,
+        RUN,
+    )
+    .await
 }
 
 async fn https_rate(stack: &ApiStack, key_id: &str) -> (f64, Vec<Duration>) {

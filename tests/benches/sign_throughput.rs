@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use enclosure_policy::ticket::{TicketKey, TicketOperation};
-use enclosure_protocol::{Request, Response, SecretBytes};
-use enclosure_tests::{Stack, ticket};
+use enclosure_protocol::{Request, SecretBytes};
+use enclosure_tests::{Stack, sign_rate, ticket};
 use p384::ecdsa::signature::Signer;
 use p384::ecdsa::{Signature, SigningKey};
 
@@ -31,34 +31,11 @@ fn raw_sign_rate() -> f64 {
 }
 
 async fn stack_rate(stack: &Stack, tk: &TicketKey, connections: usize) -> f64 {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..connections {
-        let mut client = stack.client().await;
-        let tk = tk.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < RUN {
-                let t = ticket(&tk, TicketOperation::Sign, "bench", "bench-key", MESSAGE);
-                let r = client
-                    .call(Request::Sign {
-                        key_id: "bench-key".into(),
-                        ticket: t,
-                        message: MESSAGE.to_vec(),
-                    })
-                    .await
-                    .expect("transport");
-                assert!(matches!(r, Ok(Response::Signature { .. })), "{r:?}");
-                n += 1;
-            }
-            n
-        }));
+        clients.push(stack.client().await);
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("worker");
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    sign_rate(clients, tk, "bench", "bench-key", MESSAGE, RUN).await
 }
 
 fn main() {

@@ -263,3 +263,43 @@ pub fn attested_instance_key(document: &[u8], dev_root_pem: &str, nonce: &[u8]) 
         .expect("the document binds the instance key")
         .to_vec()
 }
+
+/// Signs `message` with `key_id` over each client concurrently until `run` has passed since
+/// `start`, with fresh tickets under `tk`; returns signatures per second. For the benchmarks.
+pub async fn sign_rate(
+    clients: Vec<EnclaveClient>,
+    tk: &TicketKey,
+    identity: &'static str,
+    key_id: &'static str,
+    message: &'static [u8],
+    run: Duration,
+) -> f64 {
+    use enclosure_protocol::{Request, Response};
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let tk = tk.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < run {
+                let t = ticket(&tk, TicketOperation::Sign, identity, key_id, message);
+                let r = client
+                    .call(Request::Sign {
+                        key_id: key_id.into(),
+                        ticket: t,
+                        message: message.to_vec(),
+                    })
+                    .await
+                    .expect("transport");
+                assert!(matches!(r, Ok(Response::Signature { .. })), "{r:?}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("signing task");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}

@@ -8,6 +8,25 @@ use enclosure_client::client::verify_signature;
 use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
 use serde_json::{Value, json};
 
+/// Runs a scenario as two tests, one per database backend.
+macro_rules! on_both {
+    ($name:ident, $scenario:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $scenario(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $scenario(Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 fn api_code(e: &ClientError) -> (u16, &str) {
     match e {
         ClientError::Api { status, code, .. } => (*status, code.as_str()),
@@ -191,15 +210,7 @@ async fn whole_flow(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_flow_over_https_sqlite() {
-    whole_flow(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_flow_over_https_postgres() {
-    whole_flow(Backend::Postgres).await;
-}
+on_both!(whole_flow_over_https, whole_flow);
 
 async fn bad_input(backend: Backend) {
     let stack = ApiStack::start(backend, 1, ApiSettings::default()).await;
@@ -351,15 +362,7 @@ async fn bad_input(backend: Backend) {
     assert!(sdk.sign(&key, b"still mine").await.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_without_side_effects_sqlite() {
-    bad_input(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_without_side_effects_postgres() {
-    bad_input(Backend::Postgres).await;
-}
+on_both!(bad_input_is_refused_without_side_effects, bad_input);
 
 async fn restart(backend: Backend) {
     let mut stack = ApiStack::start(backend, 1, ApiSettings::default()).await;
@@ -399,15 +402,7 @@ async fn restart(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_come_back_after_an_enclave_restart_sqlite() {
-    restart(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_come_back_after_an_enclave_restart_postgres() {
-    restart(Backend::Postgres).await;
-}
+on_both!(keys_come_back_after_an_enclave_restart, restart);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_processes_share_idempotency_and_rate_limits_on_postgres() {
