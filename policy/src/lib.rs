@@ -9,3 +9,4 @@ pub mod attestation;
 pub mod escrow;
 pub mod replay;
 pub mod ticket;
+pub mod webhook;
