@@ -51,9 +51,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // 1 means "checked and refused" (a document, an image, an audit chain); 2 means the
+        // command could not do its job at all, so scripts can tell the two apart.
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
