@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod clock;
+pub mod init;
 pub mod keystore;
 pub mod sealing;
 pub mod server;

@@ -1,14 +1,20 @@
 //! `enclosure-enclave`: the enclave service process.
+//!
+//! Built without the `dev` feature (as in enclave images), only nitro mode exists: the dev
+//! attester and the dev sealer are not compiled in, so `--mode dev` is refused by the parser.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use enclosure_attestation::{Attester, DevAttester, NsmAttester};
+#[cfg(feature = "dev")]
+use enclosure_attestation::DevAttester;
+use enclosure_attestation::{Attester, NsmAttester};
+#[cfg(feature = "dev")]
+use enclosure_enclave::DevSealer;
 use enclosure_enclave::server::{ServeOptions, serve};
 use enclosure_enclave::service::DEFAULT_REPLAY_CAPACITY;
-use enclosure_enclave::{DevSealer, Enclave, EnclaveConfig, Sealer, SystemClock};
+use enclosure_enclave::{Enclave, EnclaveConfig, Sealer, SystemClock};
 use enclosure_protocol::{Address, Listener};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,6 +22,7 @@ enum Mode {
     /// Real Nitro hardware: NSM attester, no dev conveniences.
     Nitro,
     /// Local development: dev attester and dev sealer, announced loudly.
+    #[cfg(feature = "dev")]
     Dev,
 }
 
@@ -29,8 +36,9 @@ struct Args {
     #[arg(long, value_enum, default_value = "nitro", env = "ENCLOSURE_MODE")]
     mode: Mode,
     /// Data directory for the dev attester's CA (dev mode only).
+    #[cfg(feature = "dev")]
     #[arg(long, default_value = "./enclosure-data")]
-    data_dir: PathBuf,
+    data_dir: std::path::PathBuf,
     /// Largest frame accepted, in bytes.
     #[arg(long, default_value_t = enclosure_protocol::DEFAULT_FRAME_CAP)]
     frame_cap: u32,
@@ -59,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!("nitro mode without a production sealer: backups are disabled");
             (Arc::new(nsm), None)
         }
+        #[cfg(feature = "dev")]
         Mode::Dev => {
             let dev = DevAttester::load_or_create(&args.data_dir.join("dev-ca"))
                 .context("loading the dev attester CA")?;
@@ -70,8 +79,9 @@ async fn main() -> anyhow::Result<()> {
             (Arc::new(dev), Some(Arc::new(DevSealer::new())))
         }
     };
+    #[cfg(feature = "dev")]
     if matches!(args.listen, Address::Vsock { .. }) && args.mode == Mode::Dev {
-        bail!("dev mode listens on unix:// or tcp:// addresses only");
+        anyhow::bail!("dev mode listens on unix:// or tcp:// addresses only");
     }
     let enclave = Arc::new(Enclave::new(EnclaveConfig {
         attester,
