@@ -337,10 +337,10 @@ fn insert_sql(n: usize) -> String {
     sql
 }
 
-const SELECT_ROW: &str = "SELECT seq, at_ms, actor, actor_role, action, identity_id, key_id, ticket_id, \
+pub(super) const SELECT_ROW: &str = "SELECT seq, at_ms, actor, actor_role, action, identity_id, key_id, ticket_id, \
                           outcome, detail, prev_hash, hash FROM audit";
 
-fn row_from(r: &AnyRow) -> Result<AuditRow, StoreError> {
+pub(super) fn row_from(r: &AnyRow) -> Result<AuditRow, StoreError> {
     Ok(AuditRow {
         seq: r.try_get("seq")?,
         at_ms: r.try_get("at_ms")?,

@@ -17,10 +17,16 @@ struct Migration {
     sql: &'static str,
 }
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 10,
+        sql: include_str!("../../migrations/postgres/0010_escrow.sql"),
+    },
+];
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -30,6 +36,10 @@ const SQLITE: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("../../migrations/sqlite/0002_audit_head.sql"),
+    },
+    Migration {
+        version: 10,
+        sql: include_str!("../../migrations/sqlite/0010_escrow.sql"),
     },
 ];
 

@@ -38,6 +38,7 @@
 mod audit;
 mod backups;
 mod error;
+pub mod escrow;
 mod idempotency;
 mod identities;
 mod migrate;
