@@ -13,6 +13,7 @@ use enclosure_protocol::{Request, Response, SecretBytes};
 use tokio::sync::{Mutex, Notify};
 
 use crate::ApiError;
+use crate::config::Mode;
 use crate::server::AppState;
 use crate::store::AuditEntry;
 
@@ -82,16 +83,34 @@ async fn audit(state: &AppState, action: &str, outcome: &str, detail: Option<Str
     }
 }
 
+/// Production refuses an enclave running the dev attester: its documents and keys prove nothing
+/// about Nitro hardware. (Clients would refuse its attestation too; the api fails first.)
+pub fn check_enclave_mode(api_mode: Mode, enclave_mode: &str) -> Result<(), ApiError> {
+    match (api_mode, enclave_mode) {
+        (_, "nitro") | (Mode::Dev, "dev") => Ok(()),
+        (Mode::Production, "dev") => Err(ApiError::EnclaveUnavailable {
+            reason: "production mode refuses an enclave running the dev attester".into(),
+            retry_after: 60,
+        }),
+        (_, other) => Err(ApiError::EnclaveUnavailable {
+            reason: format!("the enclave reports an unknown mode {other:?}"),
+            retry_after: 60,
+        }),
+    }
+}
+
 /// One supervision step; public so tests and start-up can run it directly.
 pub async fn check_once(state: &AppState) -> Result<(), ApiError> {
-    let (instance, provisioned) = match state.enclave.call(Request::Health).await? {
+    let (instance, provisioned, mode) = match state.enclave.call(Request::Health).await? {
         Response::Health {
             instance_public_key,
             provisioned,
+            mode,
             ..
-        } => (instance_public_key, provisioned),
+        } => (instance_public_key, provisioned, mode),
         _ => return Err(ApiError::Internal("unexpected answer to Health".into())),
     };
+    check_enclave_mode(state.config.mode, &mode)?;
     let mut last = state.readiness.last_instance.lock().await;
     if last.as_deref() == Some(instance.as_slice()) && provisioned {
         state.readiness.ready.store(true, Ordering::Release);
@@ -148,4 +167,18 @@ pub async fn check_once(state: &AppState) -> Result<(), ApiError> {
     state.readiness.ready.store(true, Ordering::Release);
     tracing::info!("enclave ready for key operations");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_a_dev_enclave() {
+        assert!(check_enclave_mode(Mode::Production, "dev").is_err());
+        assert!(check_enclave_mode(Mode::Production, "nitro").is_ok());
+        assert!(check_enclave_mode(Mode::Dev, "dev").is_ok());
+        assert!(check_enclave_mode(Mode::Dev, "nitro").is_ok());
+        assert!(check_enclave_mode(Mode::Dev, "simulator").is_err());
+    }
 }
