@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod json;
 pub mod keys;
 pub mod observe;
+pub mod payments;
 pub mod pem;
 pub mod restore;
 pub mod routes;
