@@ -310,3 +310,90 @@ async fn receiver_refuses_forgeries_and_accepts_rotated_secrets() {
         Err(EventError::MissingSignature)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receiver_is_reached_through_the_configured_ca() {
+    // The api's webhook route is HTTPS under its own (dev) certificate: trust exactly that.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.clone().into_bytes(),
+        cert.key_pair.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let r2 = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/webhooks/payments",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let r2 = r2.clone();
+            async move {
+                r2.lock().unwrap().push(body.to_vec());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std_listener.set_nonblocking(true).unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum_server::from_tcp_rustls(std_listener, tls)
+            .serve(app.into_make_service())
+            .await;
+    });
+
+    let mut cfg = config(
+        Some(format!("https://localhost:{port}/v1/webhooks/payments")),
+        DeliveryMode::default(),
+    );
+    cfg.webhook_ca_pem = Some(cert_pem.into_bytes());
+    let sandbox = start_sandbox(cfg).await;
+    let provider = provider(&sandbox.url(), API_KEY);
+    let admin = Admin::new(&sandbox.url());
+    paid(&provider, &admin, "tls").await;
+    wait_until(|| !received.lock().unwrap().is_empty()).await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receiver_with_an_untrusted_certificate_gets_nothing() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert.cert.pem().into_bytes(),
+        cert.key_pair.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::OK }),
+    );
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std_listener.set_nonblocking(true).unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum_server::from_tcp_rustls(std_listener, tls)
+            .serve(app.into_make_service())
+            .await;
+    });
+    let mut cfg = config(
+        Some(format!("https://localhost:{port}/hook")),
+        DeliveryMode::default(),
+    );
+    cfg.webhook_ca_pem = Some(other.cert.pem().into_bytes());
+    let sandbox = start_sandbox(cfg).await;
+    let provider = provider(&sandbox.url(), API_KEY);
+    let admin = Admin::new(&sandbox.url());
+    paid(&provider, &admin, "untrusted").await;
+    let events = admin.events_when(|e| e[0].attempts >= 2).await;
+    assert_eq!(
+        events[0].delivered, 0,
+        "a certificate outside the CA is never trusted"
+    );
+    assert_eq!(events[0].last_status, None);
+    server.abort();
+}

@@ -7,6 +7,7 @@
 //! api never changes a payment's state on a caller's word: it waits for a signed provider
 //! event, then fetches the payment back with [`PaymentProvider::get_payment`] (threat T7).
 
+pub mod config;
 pub mod events;
 pub mod http;
 pub mod sandbox;
