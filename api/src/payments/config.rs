@@ -4,7 +4,7 @@
 //! Secrets are read from files named in the configuration, never written in it, so the
 //! configuration can be shown and logged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,9 +118,9 @@ impl std::fmt::Debug for Payments {
     }
 }
 
-fn read(path: &PathBuf) -> Result<Secret, PaymentsConfigError> {
+fn read(path: &Path) -> Result<Secret, PaymentsConfigError> {
     read_secret_file(path).map_err(|source| PaymentsConfigError::Read {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })
 }
@@ -137,7 +137,7 @@ impl PaymentsConfig {
         let secrets = self
             .webhook_secret_files
             .iter()
-            .map(read)
+            .map(|p| read(p))
             .collect::<Result<Vec<_>, _>>()?;
         let ca_pem = match &self.provider_ca_file {
             Some(path) => {
