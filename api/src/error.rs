@@ -35,6 +35,15 @@ pub enum ApiError {
     /// The caller's role may not do this.
     #[error("your role may not do this")]
     Forbidden,
+    /// The resource is not in a state that allows this (an illegal escrow transition, a
+    /// precondition that does not hold), or another request changed it first.
+    #[error("{detail}")]
+    Conflict {
+        /// A stable code: `illegal_transition`, `guard_failed` or `lost_race`.
+        code: &'static str,
+        /// What was refused.
+        detail: String,
+    },
     /// Too many key operations; retry after the given seconds.
     #[error("rate limit exceeded for {scope}")]
     RateLimited {
@@ -97,6 +106,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency_in_progress"),
             ApiError::IdempotencyMismatch => {

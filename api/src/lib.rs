@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod enclave;
 pub mod error;
+pub mod escrow;
 pub mod idempotency;
 pub mod json;
 pub mod keys;
