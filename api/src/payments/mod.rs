@@ -239,6 +239,31 @@ pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<Secret> {
     Ok(Secret::new(trimmed))
 }
 
+/// Where `enclosure up` keeps the sandbox's API key and webhook secret, under the data dir.
+pub fn dev_secret_paths(data_dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = data_dir.join("payments");
+    (dir.join("api-key"), dir.join("webhook-secret"))
+}
+
+/// Creates a random API key and webhook secret for the dev sandbox (owner-only files), unless
+/// they exist; returns their paths. Both the sandbox and the api read the same two files.
+pub fn ensure_dev_secret_files(
+    data_dir: &std::path::Path,
+) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (key_path, secret_path) = dev_secret_paths(data_dir);
+    if let Some(dir) = key_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    for (path, prefix) in [(&key_path, "sk_dev_"), (&secret_path, "whsec_dev_")] {
+        if !path.exists() {
+            let random = Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
+            let value = Zeroizing::new(format!("{prefix}{}\n", random.as_str()));
+            crate::tls::write_private(path, value.as_bytes())?;
+        }
+    }
+    Ok((key_path, secret_path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +283,27 @@ mod tests {
         assert!(read_secret_file(&p).is_err());
         std::fs::write(&p, "abc\n").unwrap();
         assert_eq!(read_secret_file(&p).unwrap().expose(), b"abc");
+    }
+
+    #[test]
+    fn dev_secret_files_are_created_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (key, secret) = ensure_dev_secret_files(dir.path()).unwrap();
+        let first = read_secret_file(&secret).unwrap();
+        assert!(first.expose().starts_with(b"whsec_dev_"));
+        assert_eq!(first.expose().len(), "whsec_dev_".len() + 64);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        ensure_dev_secret_files(dir.path()).unwrap();
+        assert_eq!(
+            read_secret_file(&secret).unwrap(),
+            first,
+            "kept on the second run"
+        );
+        assert_ne!(read_secret_file(&key).unwrap(), first);
     }
 
     #[test]
