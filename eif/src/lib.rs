@@ -10,6 +10,7 @@
 
 pub mod cpio;
 pub mod describe;
+pub mod enclave_image;
 pub mod error;
 pub mod explain;
 pub mod header;
