@@ -289,3 +289,37 @@ async fn the_sandbox_binary_serves_and_delivers() {
     assert!(dir.path().join("data/payments-sandbox.json").exists());
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_with_one_key_have_one_effect() {
+    let sandbox = start_sandbox(config(None, DeliveryMode::default())).await;
+    let p = std::sync::Arc::new(provider(&sandbox.url(), API_KEY));
+    let calls = (0..20).map(|_| {
+        let p = p.clone();
+        tokio::spawn(async move { p.create_payment(create("same", 900, "m")).await })
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for c in calls {
+        ids.insert(c.await.unwrap().unwrap().id);
+    }
+    assert_eq!(ids.len(), 1, "twenty racing retries, one payment");
+
+    // Racing transfers under different keys (two saga runs): exactly one pays out.
+    let pay = ids.into_iter().next().unwrap();
+    Admin::new(&sandbox.url())
+        .confirm(&pay, "confirm", "succeed")
+        .await;
+    let calls = (0..10).map(|i| {
+        let p = p.clone();
+        let pay = pay.clone();
+        tokio::spawn(async move { p.transfer(transfer(&format!("t{i}"), &pay, 900)).await })
+    });
+    let mut ok = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(rejected_code(e), "already_transferred"),
+        }
+    }
+    assert_eq!(ok, 1);
+}

@@ -396,3 +396,41 @@ async fn https_receiver_with_an_untrusted_certificate_gets_nothing() {
     assert_eq!(events[0].last_status, None);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_releases_held_events_newest_first() {
+    let receiver = Receiver::start(0).await;
+    let mode = DeliveryMode {
+        reorder_batch: 10,
+        ..DeliveryMode::default()
+    };
+    let sandbox = start_sandbox(config(Some(receiver.url()), mode)).await;
+    let provider = provider(&sandbox.url(), API_KEY);
+    let admin = Admin::new(&sandbox.url());
+    let first = paid(&provider, &admin, "a").await;
+    let second = paid(&provider, &admin, "b").await;
+    let third = paid(&provider, &admin, "c").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.all().is_empty());
+    let released: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/sandbox/delivery/flush", sandbox.url()))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(released["released"], 3);
+    let got = receiver.wait_for(3).await;
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| {
+            verify_event(r.signature.as_deref(), &r.body, &secrets(), now(), 300)
+                .unwrap()
+                .data
+                .payment_id
+        })
+        .collect();
+    assert_eq!(order, [third.id, second.id, first.id]);
+}

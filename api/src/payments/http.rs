@@ -97,16 +97,17 @@ impl HttpPaymentProvider {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        // reqwest errors name the URL, which holds no secret; the key is only in a header.
+        // The URL is dropped from errors in case a base URL ever carries credentials; the API
+        // key itself travels only in a header.
         let resp = req
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| ProviderError::InvalidResponse(e.to_string()));
