@@ -62,6 +62,28 @@ pub enum EifCommand {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Build Enclosure's enclave image from source, reproducibly, and print its PCRs.
+    ///
+    /// Compiles the enclave and its init for static musl with pinned flags, packs them into
+    /// the bootstrap and application ramdisks and writes the EIF. Needs the musl target
+    /// (`rustup target add x86_64-unknown-linux-musl`); SOURCE_DATE_EPOCH fixes every time.
+    BuildEnclave {
+        /// Kernel image (bzImage).
+        #[arg(long)]
+        kernel: PathBuf,
+        /// Where to write the image.
+        #[arg(long, default_value = "enclosure-enclave.eif")]
+        output: PathBuf,
+        /// Kernel command line (default: nitro-cli's).
+        #[arg(long, default_value = enclosure_eif::enclave_image::DEFAULT_CMDLINE)]
+        cmdline: String,
+        /// The Enclosure source tree to build (default: the current directory).
+        #[arg(long, default_value = ".")]
+        source: PathBuf,
+        /// cargo's target directory for this build (default: SOURCE/target/enclave-image).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
     /// Check an image's PCRs against expected values and explain any mismatch.
     Verify {
         /// The EIF to check.
@@ -143,6 +165,13 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("archiving {}", from.display()))?;
             Ok(ExitCode::SUCCESS)
         }
+        EifCommand::BuildEnclave {
+            kernel,
+            output,
+            cmdline,
+            source,
+            target_dir,
+        } => build_enclave(&kernel, &output, cmdline, &source, target_dir),
         EifCommand::Verify {
             file,
             expected,
@@ -181,6 +210,29 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+/// `eif build-enclave`: progress and the description on stderr, the PCRs as JSON on stdout.
+fn build_enclave(
+    kernel: &Path,
+    output: &Path,
+    cmdline: String,
+    source: &Path,
+    target_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use enclosure_eif::enclave_image::{EnclaveImageSpec, build_enclave_image};
+
+    let mut spec = EnclaveImageSpec::new(source, kernel, output, build_epoch()?);
+    spec.cmdline = cmdline;
+    if let Some(dir) = target_dir {
+        spec.target_dir = dir;
+    }
+    let image = build_enclave_image(&spec, &mut |line| eprintln!("build-enclave: {line}"))
+        .with_context(|| format!("building the enclave image {}", output.display()))?;
+    eprint!("{}", describe::describe_text(&image.info));
+    let out = json!({ "Measurements": image.info.measurements.to_nitro_map() });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The image PCRs of an attestation document, read only after it verifies.
@@ -438,6 +490,19 @@ mod tests {
         assert!(run(stray_at.unwrap()).is_err());
         assert!(parse_words("verify x.eif --against y --at document").is_err());
         assert!(parse_words("verify x.eif --against y.eif").is_ok());
+        let enclave = parse_words("build-enclave --kernel k").unwrap();
+        assert!(
+            matches!(enclave, EifCommand::BuildEnclave { ref cmdline, ref output, .. }
+            if cmdline == enclosure_eif::enclave_image::DEFAULT_CMDLINE
+                && output == Path::new("enclosure-enclave.eif"))
+        );
+        assert!(parse_words("build-enclave").is_err());
+        // Not a source tree: refused before cargo runs.
+        let empty = scratch("not-a-tree");
+        fs::create_dir_all(&empty).unwrap();
+        let line = format!("build-enclave --kernel k --source {}", empty.display());
+        let err = run(parse_words(&line).unwrap()).unwrap_err();
+        assert!(format!("{err:#}").contains("not an Enclosure source tree"));
     }
 
     #[test]
