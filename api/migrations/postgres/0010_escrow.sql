@@ -291,8 +291,10 @@ CREATE FUNCTION enclosure_escrow_may_move(p_room TEXT) RETURNS BOOLEAN LANGUAGE 
     SECURITY DEFINER SET search_path FROM CURRENT AS $$
     SELECT current_setting('enclosure.role', true) IN ('admin', 'system')
         OR EXISTS (SELECT 1 FROM escrow_rooms r WHERE r.id = p_room
-                   AND current_setting('enclosure.role', true) IN ('client', 'freelancer')
-                   AND current_setting('enclosure.user', true) IN (r.client, r.freelancer))
+                   AND ((current_setting('enclosure.role', true) = 'client'
+                         AND current_setting('enclosure.user', true) = r.client)
+                     OR (current_setting('enclosure.role', true) = 'freelancer'
+                         AND current_setting('enclosure.user', true) = r.freelancer)))
 $$;
 REVOKE ALL ON FUNCTION enclosure_escrow_may_move(TEXT) FROM PUBLIC;
 
@@ -393,8 +395,10 @@ ALTER TABLE escrow_artifacts FORCE ROW LEVEL SECURITY;
 CREATE POLICY escrow_artifacts_read ON escrow_artifacts FOR SELECT
     USING (current_setting('enclosure.role', true) = 'system'
            OR EXISTS (SELECT 1 FROM escrow_rooms r WHERE r.id = room_id
-                      AND current_setting('enclosure.role', true) IN ('client', 'freelancer')
-                      AND current_setting('enclosure.user', true) IN (r.client, r.freelancer)));
+                      AND ((current_setting('enclosure.role', true) = 'client'
+                            AND current_setting('enclosure.user', true) = r.client)
+                        OR (current_setting('enclosure.role', true) = 'freelancer'
+                            AND current_setting('enclosure.user', true) = r.freelancer))));
 CREATE POLICY escrow_artifacts_create ON escrow_artifacts FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM escrow_rooms r WHERE r.id = room_id
                         AND r.freelancer = owner

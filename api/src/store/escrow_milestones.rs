@@ -88,7 +88,8 @@ async fn move_milestone_in(
                  updated_at_ms = $9, version = version + 1 \
                  WHERE id = $1 AND state = $2 AND version = $3 AND ($11 IN ('admin', 'system') \
                  OR EXISTS (SELECT 1 FROM escrow_rooms r WHERE r.id = room_id \
-                 AND $11 IN ('client', 'freelancer') AND $10 IN (r.client, r.freelancer)))",
+                 AND (($11 = 'client' AND $10 = r.client) \
+                 OR ($11 = 'freelancer' AND $10 = r.freelancer))))",
             )
             .bind(&read.id)
             .bind(read.state.as_str())
