@@ -172,6 +172,21 @@ async fn whole_flow(backend: Backend) {
             "/v1/identities/{id}/keys",
             "/v1/keys/{key_id}",
             "/v1/keys/{key_id}/sign",
+            "/v1/milestones/{milestone_id}/accept",
+            "/v1/milestones/{milestone_id}/auto-accept",
+            "/v1/milestones/{milestone_id}/cancel",
+            "/v1/milestones/{milestone_id}/dispute",
+            "/v1/milestones/{milestone_id}/expire",
+            "/v1/milestones/{milestone_id}/refund",
+            "/v1/milestones/{milestone_id}/reject",
+            "/v1/milestones/{milestone_id}/resolve",
+            "/v1/milestones/{milestone_id}/submit",
+            "/v1/milestones/{milestone_id}/validate",
+            "/v1/rooms",
+            "/v1/rooms/{room_id}",
+            "/v1/rooms/{room_id}/accept",
+            "/v1/rooms/{room_id}/audit",
+            "/v1/rooms/{room_id}/cancel",
         ]
     );
     let sign_params = spec["paths"]["/v1/keys/{key_id}/sign"]["post"]["parameters"].to_string();

@@ -3,6 +3,7 @@
 
 pub mod attestation;
 pub mod audit;
+pub mod escrow;
 pub mod health;
 pub mod keys;
 
@@ -49,6 +50,21 @@ pub fn router_and_spec(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get_key, keys::destroy_key))
         .routes(routes!(keys::sign))
         .routes(routes!(audit::list))
+        .routes(routes!(escrow::create_room, escrow::list_rooms))
+        .routes(routes!(escrow::get_room))
+        .routes(routes!(escrow::accept_terms))
+        .routes(routes!(escrow::cancel_room))
+        .routes(routes!(escrow::room_audit))
+        .routes(routes!(escrow::submit))
+        .routes(routes!(escrow::validate))
+        .routes(routes!(escrow::accept))
+        .routes(routes!(escrow::reject))
+        .routes(routes!(escrow::dispute))
+        .routes(routes!(escrow::resolve))
+        .routes(routes!(escrow::refund_late))
+        .routes(routes!(escrow::cancel_milestone))
+        .routes(routes!(escrow::expire))
+        .routes(routes!(escrow::auto_accept))
         .with_state(state)
         .split_for_parts();
     let json = spec.clone();
