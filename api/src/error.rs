@@ -85,6 +85,24 @@ pub struct Problem<'a> {
     pub detail: String,
 }
 
+/// Renders an RFC 9457 problem document: the one shape every refusal of the api takes.
+pub fn problem_response(status: StatusCode, code: &str, detail: String) -> Response {
+    let problem = Problem {
+        kind: format!("https://enclosure.dev/problems/{code}"),
+        title: status.canonical_reason().unwrap_or("error"),
+        status: status.as_u16(),
+        code,
+        detail,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
 impl ApiError {
     /// The HTTP status and the stable machine-readable code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -136,19 +154,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let problem = Problem {
-            kind: format!("https://enclosure.dev/problems/{code}"),
-            title: status.canonical_reason().unwrap_or("error"),
-            status: status.as_u16(),
-            code,
-            detail,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut resp = problem_response(status, code, detail);
         let retry_after = match &self {
             ApiError::EnclaveUnavailable { retry_after, .. }
             | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),

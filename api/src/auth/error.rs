@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use super::Role;
 
@@ -133,16 +132,6 @@ impl AuthError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    code: &'a str,
-    detail: String,
-}
-
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -153,19 +142,7 @@ impl IntoResponse for AuthError {
         } else {
             self.to_string()
         };
-        let problem = Problem {
-            kind: format!("https://enclosure.dev/problems/{code}"),
-            title: status.canonical_reason().unwrap_or("error"),
-            status: status.as_u16(),
-            code,
-            detail,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut resp = crate::error::problem_response(status, code, detail);
         if let Some(challenge) = self.challenge() {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
