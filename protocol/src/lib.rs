@@ -10,6 +10,7 @@ pub mod client;
 pub mod frame;
 pub mod keycert;
 pub mod message;
+pub mod process;
 pub mod secret;
 pub mod transport;
 

@@ -58,12 +58,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    enclosure_protocol::process::init_logging();
     let args = Args::parse();
     let api_key: Secret = read_secret_file(&args.api_key_file)
         .with_context(|| format!("reading the API key {}", args.api_key_file.display()))?;
@@ -97,19 +92,8 @@ async fn main() -> anyhow::Result<()> {
     let running = sandbox::start(config, args.listen).await?;
     eprintln!("payments sandbox listening on {}", running.url());
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("payments sandbox stopping"),
+        _ = enclosure_protocol::process::shutdown_signal() => tracing::info!("payments sandbox stopping"),
         _ = running.wait() => anyhow::bail!("the payments sandbox server stopped"),
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
 }

@@ -52,12 +52,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    enclosure_protocol::process::init_logging();
     let args = Args::parse();
     let (attester, sealer): (Arc<dyn Attester>, Option<Arc<dyn Sealer>>) = match args.mode {
         Mode::Nitro => {
@@ -99,20 +94,9 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::select! {
         r = serve(listener, enclave, opts) => r,
-        _ = shutdown_signal() => {
+        _ = enclosure_protocol::process::shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
     }
 }

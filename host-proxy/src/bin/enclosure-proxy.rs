@@ -32,12 +32,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    enclosure_protocol::process::init_logging();
     let args = Args::parse();
     if let Address::Tcp(sa) = &args.listen
         && !sa.ip().is_loopback()
@@ -54,16 +49,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, enclave = %args.enclave, "proxy ready");
     tokio::select! {
         r = run(listener, config) => r,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = sigterm() => Ok(()),
-    }
-}
-
-async fn sigterm() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
+        _ = enclosure_protocol::process::shutdown_signal() => Ok(()),
     }
 }
