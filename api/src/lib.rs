@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod enclave;

@@ -1,0 +1,100 @@
+//! `enclosure-s3`: the embedded S3-compatible artifact store of the local stack.
+//!
+//! Serves one bucket from `{data-dir}/s3/{bucket}` on a loopback address and accepts only SigV4
+//! presigned object URLs signed with the configured key pair (see `api::artifacts::server`).
+//! The secret is read from a file or the environment, never from the command line, where any
+//! local user could read it in the process list.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use enclosure_api::artifacts::server::{LocalStore, LocalStoreConfig};
+use zeroize::Zeroizing;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "enclosure-s3",
+    about = "Local S3-compatible artifact store (SigV4 presigned URLs only)"
+)]
+struct Args {
+    /// Data directory; objects live under DATA_DIR/s3/BUCKET.
+    #[arg(long, env = "ENCLOSURE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Loopback address to listen on (port 0 picks one; the ready line prints it).
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    listen: SocketAddr,
+    /// The bucket served.
+    #[arg(long, default_value = "enclosure-artifacts")]
+    bucket: String,
+    /// The region signatures are scoped to.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// The access key id signatures must name.
+    #[arg(long, env = "ENCLOSURE_S3_ACCESS_KEY")]
+    access_key: String,
+    /// File holding the secret key (trailing newline ignored); otherwise ENCLOSURE_S3_SECRET_KEY.
+    #[arg(long)]
+    secret_key_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // s3s logs computed and expected signatures at debug level: keep it at warn unless asked.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,s3s=warn,s3s_fs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let secret_key = read_secret(args.secret_key_file.as_deref())?;
+    let store = LocalStore::start(LocalStoreConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        bucket: args.bucket.clone(),
+        region: args.region,
+        access_key: args.access_key,
+        secret_key,
+    })
+    .await?;
+    tracing::info!(
+        listen = %store.local_addr(),
+        bucket = %args.bucket,
+        "artifact store ready: {}",
+        store.endpoint_url()
+    );
+    shutdown_signal().await;
+    store.shutdown().await;
+    Ok(())
+}
+
+fn read_secret(file: Option<&std::path::Path>) -> anyhow::Result<Zeroizing<String>> {
+    let mut secret = match file {
+        Some(path) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the secret key file {}", path.display()))?,
+        ),
+        None => Zeroizing::new(
+            std::env::var("ENCLOSURE_S3_SECRET_KEY")
+                .context("no secret key: pass --secret-key-file or set ENCLOSURE_S3_SECRET_KEY")?,
+        ),
+    };
+    while secret.ends_with(['\n', '\r']) {
+        secret.pop();
+    }
+    Ok(secret)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
