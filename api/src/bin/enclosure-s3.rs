@@ -41,14 +41,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // s3s logs computed and expected signatures at debug level: keep it at warn unless asked.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,s3s=warn,s3s_fs=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let args = Args::parse();
     let secret_key = read_secret(args.secret_key_file.as_deref())?;
     let store = LocalStore::start(LocalStoreConfig {
@@ -60,15 +53,36 @@ async fn main() -> anyhow::Result<()> {
         secret_key,
     })
     .await?;
-    tracing::info!(
-        listen = %store.local_addr(),
-        bucket = %args.bucket,
-        "artifact store ready: {}",
-        store.endpoint_url()
-    );
-    shutdown_signal().await;
+    tracing::info!(bucket = %args.bucket, "artifact store ready: {}", store.endpoint_url());
+    // One plain line on stdout, the endpoint, so a supervisor that passed port 0 learns it.
+    println!("{}", store.endpoint_url());
+    enclosure_protocol::process::shutdown_signal().await;
     store.shutdown().await;
     Ok(())
+}
+
+/// Like `enclosure_protocol::process::init_logging` (stderr, `RUST_LOG`, default `info`), but
+/// s3s and s3s-fs never log below WARN whatever `RUST_LOG` says: at DEBUG s3s logs requests
+/// with their query strings and, on a mismatch, the signature it computed, which is a valid
+/// signature for the request a forger just tried.
+fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let quiet_s3s = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("s3s") && *meta.level() > tracing::Level::WARN)
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env)
+                .with_filter(quiet_s3s),
+        )
+        .init();
 }
 
 fn read_secret(file: Option<&std::path::Path>) -> anyhow::Result<Zeroizing<String>> {
@@ -86,15 +100,4 @@ fn read_secret(file: Option<&std::path::Path>) -> anyhow::Result<Zeroizing<Strin
         secret.pop();
     }
     Ok(secret)
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
 }
