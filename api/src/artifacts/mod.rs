@@ -8,11 +8,16 @@
 //! Who may get which URL, and when, is the escrow services' decision (seed T3); this module
 //! only makes the URLs and the store honest about what they allow.
 
+mod config;
 mod error;
 mod key;
 mod presign;
 pub mod server;
 
+pub use config::{
+    ArtifactSettings, DEFAULT_BUCKET, DEFAULT_REGION, DEV_ACCESS_KEY, dev_secret_path,
+    ensure_dev_secret_file, read_secret_file,
+};
 pub use error::{ArtifactError, Result};
 pub use key::ObjectKey;
 pub use presign::{

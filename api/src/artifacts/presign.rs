@@ -204,10 +204,16 @@ impl ArtifactStore {
     ) -> Result<PresignedRequest> {
         check_ttl(ttl)?;
         let (signed_at, expires_at) = signing_time(now, ttl)?;
-        let url = self
+        let mut action = self
             .bucket
-            .get_object(Some(&self.credentials), key.as_str())
-            .sign_with_time(ttl, &signed_at);
+            .get_object(Some(&self.credentials), key.as_str());
+        // Signed into the URL: S3 then answers with `Content-Disposition: attachment`, so a
+        // browser saves an uploaded HTML or SVG file instead of rendering it on the store's
+        // origin. (The local store ignores it; it serves no browser.)
+        action
+            .query_mut()
+            .insert("response-content-disposition", "attachment");
+        let url = action.sign_with_time(ttl, &signed_at);
         Ok(PresignedRequest {
             method: "GET",
             url,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use enclosure_api::artifacts::server::{LocalStore, LocalStoreConfig};
+use enclosure_api::artifacts::{self, read_secret_file};
 use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]
@@ -22,17 +23,17 @@ struct Args {
     /// Data directory; objects live under DATA_DIR/s3/BUCKET.
     #[arg(long, env = "ENCLOSURE_DATA_DIR")]
     data_dir: PathBuf,
-    /// Loopback address to listen on (port 0 picks one; the ready line prints it).
+    /// Loopback address to listen on (with port 0 the chosen endpoint is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:9300")]
     listen: SocketAddr,
     /// The bucket served.
-    #[arg(long, default_value = "enclosure-artifacts")]
+    #[arg(long, default_value = artifacts::DEFAULT_BUCKET)]
     bucket: String,
     /// The region signatures are scoped to.
-    #[arg(long, default_value = "us-east-1")]
+    #[arg(long, default_value = artifacts::DEFAULT_REGION)]
     region: String,
     /// The access key id signatures must name.
-    #[arg(long, env = "ENCLOSURE_S3_ACCESS_KEY")]
+    #[arg(long, env = "ENCLOSURE_S3_ACCESS_KEY", default_value = artifacts::DEV_ACCESS_KEY)]
     access_key: String,
     /// File holding the secret key (trailing newline ignored); otherwise ENCLOSURE_S3_SECRET_KEY.
     #[arg(long)]
@@ -86,16 +87,13 @@ fn init_logging() {
 }
 
 fn read_secret(file: Option<&std::path::Path>) -> anyhow::Result<Zeroizing<String>> {
-    let mut secret = match file {
-        Some(path) => Zeroizing::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the secret key file {}", path.display()))?,
-        ),
-        None => Zeroizing::new(
-            std::env::var("ENCLOSURE_S3_SECRET_KEY")
-                .context("no secret key: pass --secret-key-file or set ENCLOSURE_S3_SECRET_KEY")?,
-        ),
-    };
+    if let Some(path) = file {
+        return Ok(read_secret_file(path)?);
+    }
+    let mut secret = Zeroizing::new(
+        std::env::var("ENCLOSURE_S3_SECRET_KEY")
+            .context("no secret key: pass --secret-key-file or set ENCLOSURE_S3_SECRET_KEY")?,
+    );
     while secret.ends_with(['\n', '\r']) {
         secret.pop();
     }
