@@ -77,6 +77,10 @@ pub enum EifCommand {
         /// Kernel command line (default: nitro-cli's).
         #[arg(long, default_value = enclosure_eif::enclave_image::DEFAULT_CMDLINE)]
         cmdline: String,
+        /// The NSM driver module (nsm.ko) for kernels without it built in, such as nitro-cli's
+        /// blobs kernel; it goes into the bootstrap ramdisk and init loads it.
+        #[arg(long)]
+        nsm_module: Option<PathBuf>,
         /// The Enclosure source tree to build (default: the current directory).
         #[arg(long, default_value = ".")]
         source: PathBuf,
@@ -169,9 +173,23 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
             kernel,
             output,
             cmdline,
+            nsm_module,
             source,
             target_dir,
-        } => build_enclave(&kernel, &output, cmdline, &source, target_dir),
+        } => {
+            let mut spec = enclosure_eif::enclave_image::EnclaveImageSpec::new(
+                &source,
+                &kernel,
+                &output,
+                build_epoch()?,
+            );
+            spec.cmdline = cmdline;
+            spec.nsm_module = nsm_module;
+            if let Some(dir) = target_dir {
+                spec.target_dir = dir;
+            }
+            build_enclave(&spec)
+        }
         EifCommand::Verify {
             file,
             expected,
@@ -214,21 +232,12 @@ pub fn run(cmd: EifCommand) -> anyhow::Result<ExitCode> {
 
 /// `eif build-enclave`: progress and the description on stderr, the PCRs as JSON on stdout.
 fn build_enclave(
-    kernel: &Path,
-    output: &Path,
-    cmdline: String,
-    source: &Path,
-    target_dir: Option<PathBuf>,
+    spec: &enclosure_eif::enclave_image::EnclaveImageSpec,
 ) -> anyhow::Result<ExitCode> {
-    use enclosure_eif::enclave_image::{EnclaveImageSpec, build_enclave_image};
-
-    let mut spec = EnclaveImageSpec::new(source, kernel, output, build_epoch()?);
-    spec.cmdline = cmdline;
-    if let Some(dir) = target_dir {
-        spec.target_dir = dir;
-    }
-    let image = build_enclave_image(&spec, &mut |line| eprintln!("build-enclave: {line}"))
-        .with_context(|| format!("building the enclave image {}", output.display()))?;
+    let image = enclosure_eif::enclave_image::build_enclave_image(spec, &mut |line| {
+        eprintln!("build-enclave: {line}")
+    })
+    .with_context(|| format!("building the enclave image {}", spec.output.display()))?;
     eprint!("{}", describe::describe_text(&image.info));
     let out = json!({ "Measurements": image.info.measurements.to_nitro_map() });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -81,6 +81,9 @@ pub struct EnclaveImageSpec {
     pub kernel: PathBuf,
     /// The kernel command line.
     pub cmdline: String,
+    /// The NSM driver module (`nsm.ko`) for kernels that do not build it in, such as the
+    /// one nitro-cli ships in its blobs; put in the bootstrap ramdisk, loaded by init.
+    pub nsm_module: Option<PathBuf>,
     /// Where the image is written.
     pub output: PathBuf,
     /// cargo's target directory for this build, kept apart from the developer's own.
@@ -107,6 +110,7 @@ impl EnclaveImageSpec {
             source: source.to_path_buf(),
             kernel: kernel.to_path_buf(),
             cmdline: DEFAULT_CMDLINE.to_string(),
+            nsm_module: None,
             output: output.to_path_buf(),
             target_dir: source.join("target").join("enclave-image"),
             cargo_home,
@@ -232,7 +236,8 @@ pub fn build_enclave_image(
     let image_dir = target_dir.join("image");
     fs::create_dir_all(&image_dir).map_err(|e| io(&image_dir, e))?;
     let bootstrap = image_dir.join("bootstrap.cpio");
-    write_ramdisk(&bootstrap, mtime, &[], &[("init", &init)])?;
+    let boot_files = bootstrap_files(&init, spec.nsm_module.as_deref());
+    write_ramdisk(&bootstrap, mtime, &[], &boot_files)?;
 
     progress("[3/4] writing the application ramdisk (enclave)");
     let application = image_dir.join("application.cpio");
@@ -240,7 +245,7 @@ pub fn build_enclave_image(
         &application,
         mtime,
         &["bin"],
-        &[("bin/enclosure-enclave", &enclave)],
+        &[("bin/enclosure-enclave", &enclave, 0o755)],
     )?;
 
     progress(&format!("[4/4] writing {}", spec.output.display()));
@@ -261,26 +266,39 @@ pub fn build_enclave_image(
     })
 }
 
-/// A ramdisk from a fixed list: directories (mode 0755) then executables (mode 0755), in the
+/// The bootstrap ramdisk's files, sorted: `init` (the kernel's default `rdinit=/init`), then
+/// `nsm.ko` when given (where `enclosure-init` looks for it).
+fn bootstrap_files<'a>(
+    init: &'a Path,
+    nsm_module: Option<&'a Path>,
+) -> Vec<(&'a str, &'a Path, u32)> {
+    let mut files = vec![("init", init, 0o755)];
+    if let Some(m) = nsm_module {
+        files.push(("nsm.ko", m, 0o644));
+    }
+    files
+}
+
+/// A ramdisk from a fixed list: directories (mode 0755) then files with their modes, in the
 /// order given, which the caller keeps sorted.
 fn write_ramdisk(
     path: &Path,
     mtime: u32,
     dirs: &[&str],
-    files: &[(&str, &Path)],
+    files: &[(&str, &Path, u32)],
 ) -> Result<(), EnclaveImageError> {
     crate::writer::write_atomically(path, |f| {
         let mut w = NewcWriter::new(BufWriter::new(f), mtime);
         for d in dirs {
             w.add(d, S_IFDIR | 0o755, 0, &[][..])?;
         }
-        for (name, from) in files {
+        for &(name, from, mode) in files {
             let src = File::open(from).map_err(|source| crate::Error::Open {
                 path: from.display().to_string(),
                 source,
             })?;
             let len = src.metadata()?.len();
-            w.add(name, S_IFREG | 0o755, len, src)?;
+            w.add(name, S_IFREG | mode, len, src)?;
         }
         w.finish()?.flush()?;
         Ok(())
@@ -366,17 +384,28 @@ mod tests {
     }
 
     #[test]
+    fn bootstrap_holds_init_and_the_optional_nsm_module() {
+        let (init, nsm) = (Path::new("/t/enclosure-init"), Path::new("/blobs/nsm.ko"));
+        assert_eq!(bootstrap_files(init, None), [("init", init, 0o755)]);
+        let with = bootstrap_files(init, Some(nsm));
+        assert_eq!(with, [("init", init, 0o755), ("nsm.ko", nsm, 0o644)]);
+        // Sorted, as the kernel and the reader expect; the names are the paths
+        // enclosure-init uses (its INIT_PATH and NSM_MODULE_PATH) without the leading slash.
+        assert!(with.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
     fn ramdisks_from_a_list_ignore_the_file_system() {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("x");
         fs::write(&bin, b"\x7fELF").unwrap();
         let a = dir.path().join("a.cpio");
         let b = dir.path().join("b.cpio");
-        write_ramdisk(&a, 7, &["bin"], &[("bin/x", &bin)]).unwrap();
+        write_ramdisk(&a, 7, &["bin"], &[("bin/x", &bin, 0o755)]).unwrap();
         let f = File::options().write(true).open(&bin).unwrap();
         f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
             .unwrap();
-        write_ramdisk(&b, 7, &["bin"], &[("bin/x", &bin)]).unwrap();
+        write_ramdisk(&b, 7, &["bin"], &[("bin/x", &bin, 0o755)]).unwrap();
         let (a, b) = (fs::read(a).unwrap(), fs::read(b).unwrap());
         assert_eq!(a, b);
         let entries = crate::cpio::read_newc(&a[..]).unwrap();

@@ -212,4 +212,31 @@ fn enclave_image_is_reproducible_and_measured_like_nitro_cli() {
         official_measurements(&official),
         registers(&a.info.measurements)
     );
+
+    // With an NSM module (as for nitro-cli's blobs kernel) only the bootstrap changes: cargo
+    // finds the binaries fresh, PCR1 moves, PCR2 stays.
+    let module = first.path().join("nsm.ko");
+    fs::write(&module, b"\x7fELF not really a module").unwrap();
+    let output = first.path().join("with-nsm.eif");
+    let mut spec = EnclaveImageSpec::new(&first.path().join("enclosure"), &kernel, &output, epoch);
+    spec.target_dir = first.path().join("target");
+    spec.nsm_module = Some(module);
+    let with_nsm = build_enclave_image(&spec, &mut |line| eprintln!("{line}")).unwrap();
+    let boot = fs::read(&with_nsm.bootstrap_ramdisk).unwrap();
+    let names: Vec<_> = enclosure_eif::cpio::read_newc(&boot[..])
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.path, e.mode))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("init".to_string(), 0o100755),
+            ("nsm.ko".to_string(), 0o100644)
+        ]
+    );
+    let (m, m0) = (&with_nsm.info.measurements, &a.info.measurements);
+    assert_ne!(m.pcr1, m0.pcr1);
+    assert_eq!(m.pcr2, m0.pcr2);
+    assert_eq!(official_measurements(&output), registers(m));
 }
