@@ -273,6 +273,8 @@ async fn unsigned_amz_headers_on_a_valid_url_are_refused() {
     let before = stack.files();
     for (name, value) in [
         ("x-amz-meta-note", "hello".to_string()),
+        // A wrong MD5 that s3s-fs would only notice after committing the object.
+        ("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==".to_string()),
         // Would turn the PUT into a server-side copy of another room's artifact.
         ("x-amz-copy-source", format!("{BUCKET}/{}", theirs.as_str())),
     ] {

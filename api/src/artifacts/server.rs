@@ -11,8 +11,9 @@
 //!   pull another room's artifact under a key they may read);
 //! - only SigV4 query signatures (no `Authorization` header, no SigV2), scoped to the
 //!   configured region, with `X-Amz-Expires` at most [`MAX_URL_TTL`] (s3s accepts any);
-//! - every `x-amz-*` header must be signed, as AWS requires (s3s ignores unsigned ones, so
-//!   unsigned metadata, tagging or storage-class headers would ride along on a valid URL);
+//! - every `x-amz-*` header, and `content-md5`, must be signed, as AWS requires for the
+//!   former (s3s ignores unsigned ones, so unsigned metadata, tagging or storage-class headers
+//!   would ride along on a valid URL; s3s-fs checks `content-md5` after committing);
 //! - a PUT must have signed `content-length`, `x-amz-content-sha256` and
 //!   `x-amz-checksum-sha256`, and its body is counted and hashed again here, failing the
 //!   stream before s3s-fs commits the file. s3s-fs checks `x-amz-checksum-sha256` itself only
@@ -236,11 +237,16 @@ impl S3Access for PresignedOnly {
                 "signature scoped to another region"
             ));
         }
-        // Every x-amz-* header must be covered by the signature, as AWS requires.
+        // Every x-amz-* header must be covered by the signature, as AWS requires. An unsigned
+        // Content-MD5 is refused too: s3s-fs compares it only after committing the object, so
+        // a wrong one would answer "refused" with the object already written.
         for name in cx.headers().keys() {
             let name = name.as_str();
-            if name.starts_with("x-amz-") && !presigned.signs(name) {
-                return Err(s3_error!(AccessDenied, "unsigned x-amz-* header"));
+            if (name.starts_with("x-amz-") || name == "content-md5") && !presigned.signs(name) {
+                return Err(s3_error!(
+                    AccessDenied,
+                    "unsigned x-amz-* or content-md5 header"
+                ));
             }
         }
         if op == "PutObject" && !PUT_SIGNED_HEADERS.iter().all(|h| presigned.signs(h)) {
