@@ -10,7 +10,7 @@ mod fixtures;
 
 use enclosure_api::ApiError;
 use enclosure_api::auth::Caller;
-use enclosure_api::escrow::{Escrow, MilestoneView, Resolution};
+use enclosure_api::escrow::{Escrow, MilestoneView, NewNote, Resolution};
 use enclosure_policy::escrow::{
     Actor, MilestoneAction, MilestoneFacts, MilestoneState, PaymentEvent, milestone_transition,
 };
@@ -388,6 +388,25 @@ on_both!(escrow_non_members_see_nothing, |db| {
     assert!(matches!(
         e.dispute(&reviewer(), &id, None).await,
         Err(ApiError::Forbidden)
+    ));
+    // Reviewers annotate; nobody else may, and strangers cannot read the notes.
+    let note = NewNote {
+        milestone_id: Some(id.clone()),
+        body: "the palette differs from the brief".into(),
+    };
+    let n = e
+        .add_note(&reviewer(), &room.id, note.clone())
+        .await
+        .expect("note");
+    assert_eq!(n.author, "rita");
+    for c in [alice(), bob(), admin(), system()] {
+        let r = e.add_note(&c, &room.id, note.clone()).await;
+        assert!(matches!(r, Err(ApiError::Forbidden)), "{r:?}");
+    }
+    assert_eq!(e.notes(&alice(), &room.id).await.expect("notes").len(), 1);
+    assert!(matches!(
+        e.notes(&mallory(), &room.id).await,
+        Err(ApiError::NotFound)
     ));
     // A stranger's refused attempts stay out of the room's trail.
     let trail = e

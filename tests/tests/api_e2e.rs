@@ -187,6 +187,7 @@ async fn whole_flow(backend: Backend) {
             "/v1/rooms/{room_id}/accept",
             "/v1/rooms/{room_id}/audit",
             "/v1/rooms/{room_id}/cancel",
+            "/v1/rooms/{room_id}/notes",
         ]
     );
     let sign_params = spec["paths"]["/v1/keys/{key_id}/sign"]["post"]["parameters"].to_string();

@@ -24,6 +24,7 @@
 //! so the room's members read them in the room's trail.
 
 mod milestones;
+mod notes;
 mod rooms;
 mod views;
 
@@ -37,6 +38,7 @@ use crate::store::escrow::{MilestoneRecord, RoomRecord, Viewer};
 use crate::store::{AuditEntry, Store};
 
 pub use milestones::Resolution;
+pub use notes::{NewNote, NoteView};
 pub use rooms::{NewMilestone, NewRoom};
 pub use views::{AuditTrailEntry, MilestoneView, PaymentView, RoomView};
 

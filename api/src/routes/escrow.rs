@@ -9,7 +9,9 @@ use serde::Deserialize;
 use crate::ApiError;
 use crate::auth::Caller;
 use crate::error::Problem;
-use crate::escrow::{AuditTrailEntry, Escrow, MilestoneView, NewRoom, Resolution, RoomView};
+use crate::escrow::{
+    AuditTrailEntry, Escrow, MilestoneView, NewNote, NewRoom, NoteView, Resolution, RoomView,
+};
 use crate::json::ApiJson;
 use crate::server::Shared;
 
@@ -239,4 +241,30 @@ pub async fn resolve(
             )
             .await?,
     ))
+}
+
+/// `POST /v1/rooms/{room_id}/notes`: a reviewer annotates a room.
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/notes", tag = "escrow", security(("bearer" = [])),
+    params(("room_id" = String, Path, description = "Room id"), ("Idempotency-Key" = String, Header, description = "Required on every mutating request; scoped to the caller")), request_body = NewNote,
+    responses((status = 201, body = NoteView), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn add_note(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    ApiJson(body): ApiJson<NewNote>,
+) -> Result<(StatusCode, Json<NoteView>), ApiError> {
+    let note = escrow(&state).add_note(&caller, &room_id, body).await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+/// `GET /v1/rooms/{room_id}/notes`.
+#[utoipa::path(get, path = "/v1/rooms/{room_id}/notes", tag = "escrow", security(("bearer" = [])),
+    params(("room_id" = String, Path, description = "Room id")),
+    responses((status = 200, body = Vec<NoteView>), (status = 404, body = Problem)))]
+pub async fn list_notes(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+) -> Result<Json<Vec<NoteView>>, ApiError> {
+    Ok(Json(escrow(&state).notes(&caller, &room_id).await?))
 }

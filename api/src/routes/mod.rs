@@ -55,6 +55,7 @@ pub fn router_and_spec(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(escrow::accept_terms))
         .routes(routes!(escrow::cancel_room))
         .routes(routes!(escrow::room_audit))
+        .routes(routes!(escrow::add_note, escrow::list_notes))
         .routes(routes!(escrow::submit))
         .routes(routes!(escrow::validate))
         .routes(routes!(escrow::accept))

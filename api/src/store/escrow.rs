@@ -13,6 +13,8 @@
 
 #[path = "escrow_milestones.rs"]
 mod milestones;
+#[path = "escrow_notes.rs"]
+mod notes;
 
 use enclosure_policy::escrow::{MilestoneState, PaymentState, RoomState};
 use sqlx::Row;
@@ -21,6 +23,7 @@ use sqlx::any::AnyRow;
 use super::{Store, StoreError, check_owner};
 
 pub use milestones::{MilestoneChange, PaymentEventWrite};
+pub use notes::NoteRecord;
 
 /// Who reads or writes: the caller's subject and role name (`client`, `freelancer`, `admin`,
 /// `system`, `reviewer`), set for row-level security on PostgreSQL and used as the
