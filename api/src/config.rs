@@ -89,6 +89,12 @@ pub struct ApiConfig {
     /// Bearer-token authentication.
     #[serde(default)]
     pub auth: crate::auth::AuthSettings,
+    /// The payment provider and its webhooks (escrow); absent: escrow funding is unavailable.
+    #[serde(default)]
+    pub payments: Option<crate::payments::config::PaymentsConfig>,
+    /// The artifact store (escrow); absent: artifact URLs are unavailable.
+    #[serde(default)]
+    pub artifacts: Option<crate::artifacts::ArtifactSettings>,
 }
 
 /// The `[database]` table: PostgreSQL URLs, or nothing for the embedded SQLite file.
@@ -164,6 +170,8 @@ impl ApiConfig {
             database: DatabaseSettings::default(),
             rate_limits: RateLimits::default(),
             auth: crate::auth::AuthSettings::default(),
+            payments: None,
+            artifacts: None,
         }
     }
 
@@ -259,6 +267,24 @@ impl ApiConfig {
                 "a generated self-signed TLS certificate (set tls_cert and tls_key)",
             ));
         }
+        if self.mode == Mode::Production {
+            // The payments sandbox and the local artifact store speak plain HTTP on loopback;
+            // production talks to real providers over TLS only.
+            if let Some(p) = &self.payments
+                && !p.provider_url.starts_with("https://")
+            {
+                return Err(ConfigError::DevInProduction(
+                    "a plain-HTTP payment provider (the sandbox)",
+                ));
+            }
+            if let Some(a) = &self.artifacts
+                && !a.endpoint.starts_with("https://")
+            {
+                return Err(ConfigError::DevInProduction(
+                    "a plain-HTTP artifact store (the local store)",
+                ));
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Parse {
                 path: PathBuf::new(),
@@ -299,6 +325,27 @@ mod tests {
             "mode = \"production\"\nenclave = \"unix:///run/p.sock\"\ntls_cert = \"c\"\ntls_key = \"k\"\n",
         );
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn production_refuses_the_payments_sandbox_and_the_local_store() {
+        let base = "mode = \"production\"\nenclave = \"unix:///p.sock\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let sandbox = format!(
+            "{base}[payments]\nprovider_url = \"http://127.0.0.1:8790\"\napi_key_file = \"k\"\nwebhook_secret_files = [\"s\"]\n"
+        );
+        assert!(matches!(
+            parse(&sandbox).validate(),
+            Err(ConfigError::DevInProduction(_))
+        ));
+        let real = sandbox.replace("http://127.0.0.1:8790", "https://pay.example.com");
+        parse(&real).validate().unwrap();
+        let store = format!(
+            "{base}[artifacts]\nendpoint = \"http://127.0.0.1:9300\"\naccess_key = \"a\"\nsecret_key_file = \"s\"\n"
+        );
+        assert!(matches!(
+            parse(&store).validate(),
+            Err(ConfigError::DevInProduction(_))
+        ));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct AppState {
     pub tickets: TicketIssuer,
     /// Whether key operations may run (the enclave is provisioned and restored).
     pub readiness: Readiness,
+    /// The payment provider and webhook verifier, when configured.
+    pub payments: Option<crate::payments::config::Payments>,
+    /// The artifact presigner, when configured.
+    pub artifacts: Option<crate::artifacts::ArtifactStore>,
 }
 
 /// The router's state: a cheap handle on the shared [`AppState`].
@@ -59,12 +63,27 @@ impl AppState {
             .context("opening the database")?;
         let auth = Authenticator::new(&config.auth_config()?).context("loading JWT keys")?;
         let key = load_or_create_ticket_key(&config.data_dir, std::env::var(TICKET_KEY_ENV).ok())?;
+        let payments = match &config.payments {
+            Some(p) => {
+                if config.mode == Mode::Dev {
+                    tracing::warn!(provider = %p.provider_url, "DEV MODE: payments go to the sandbox provider");
+                }
+                Some(p.load().context("loading the payment provider settings")?)
+            }
+            None => None,
+        };
+        let artifacts = match &config.artifacts {
+            Some(a) => Some(a.open().context("opening the artifact store settings")?),
+            None => None,
+        };
         Ok(Arc::new(AppState {
             enclave: EnclavePool::new(config.enclave_address()?, 64),
             tickets: TicketIssuer::new(key, config.ticket_ttl_secs),
             store,
             auth: Arc::new(auth),
             readiness: Readiness::default(),
+            payments,
+            artifacts,
             config,
         }))
     }

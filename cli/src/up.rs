@@ -22,6 +22,12 @@ pub struct UpArgs {
     /// Where the api listens (HTTPS).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
+    /// Where the payments sandbox listens (plain HTTP, loopback).
+    #[arg(long, default_value = "127.0.0.1:8790")]
+    payments_listen: SocketAddr,
+    /// Where the local S3-compatible artifact store listens (plain HTTP, loopback).
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    s3_listen: SocketAddr,
 }
 
 /// A started part of the stack.
@@ -155,9 +161,74 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         parts.push(proxy);
 
         let (cert, _) = enclosure_api::tls::ensure_dev_certificate(&data_dir)?;
-        let config = ApiConfig::dev(&data_dir, &proxy_addr, args.listen);
+
+        // The payments sandbox: a separate provider process that signs its webhooks.
+        let (api_key, webhook_secret) =
+            enclosure_api::payments::ensure_dev_secret_files(&data_dir)?;
+        let mut payments = spawn(
+            "enclosure-payments-sandbox",
+            &[
+                "--listen".into(),
+                args.payments_listen.to_string(),
+                "--data-dir".into(),
+                data_dir.join("payments").display().to_string(),
+                "--api-key-file".into(),
+                api_key.display().to_string(),
+                "--webhook-secret-file".into(),
+                webhook_secret.display().to_string(),
+                "--webhook-url".into(),
+                format!("https://{}/v1/webhooks/payments", args.listen),
+                "--webhook-ca".into(),
+                cert.display().to_string(),
+            ],
+            &log_dir,
+        )?;
+        let pay_addr = args.payments_listen;
+        wait_until(
+            "the payments sandbox",
+            &mut payments,
+            &log_dir,
+            async || tokio::net::TcpStream::connect(pay_addr).await.is_ok(),
+        )
+        .await?;
+        parts.push(payments);
+
+        // The artifact store: S3-compatible, checking SigV4 on every presigned URL.
+        let s3_secret = enclosure_api::artifacts::ensure_dev_secret_file(&data_dir)?;
+        let mut s3 = spawn(
+            "enclosure-s3",
+            &[
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--listen".into(),
+                args.s3_listen.to_string(),
+                "--secret-key-file".into(),
+                s3_secret.display().to_string(),
+            ],
+            &log_dir,
+        )?;
+        let s3_addr = args.s3_listen;
+        wait_until("the artifact store", &mut s3, &log_dir, async || {
+            tokio::net::TcpStream::connect(s3_addr).await.is_ok()
+        })
+        .await?;
+        parts.push(s3);
+
+        let mut config = ApiConfig::dev(&data_dir, &proxy_addr, args.listen);
+        config.payments = Some(enclosure_api::payments::config::PaymentsConfig {
+            provider_url: format!("http://{}", args.payments_listen),
+            api_key_file: api_key,
+            webhook_secret_files: vec![webhook_secret],
+            webhook_tolerance_secs: 300,
+            provider_ca_file: None,
+            timeout_ms: 10_000,
+        });
+        config.artifacts = Some(enclosure_api::artifacts::ArtifactSettings::dev(
+            &data_dir,
+            &format!("http://{}", args.s3_listen),
+        ));
         let config_path = data_dir.join("api.toml");
-        std::fs::write(&config_path, api_toml(&config))?;
+        std::fs::write(&config_path, api_toml(&config)?)?;
         let mut api = spawn(
             "enclosure-api",
             &["--config".into(), config_path.display().to_string()],
@@ -176,6 +247,11 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("  enclave      {enclave_addr}");
         println!("  proxy        {proxy_addr}");
         println!("  api          https://{listen}");
+        println!(
+            "  payments     http://{} (sandbox provider)",
+            args.payments_listen
+        );
+        println!("  artifacts    http://{} (local S3 store)", args.s3_listen);
         println!("  TLS cert     {}", cert.display());
         println!(
             "  dev root CA  {}",
@@ -215,12 +291,41 @@ async fn first_exit(parts: &mut [Part]) -> &'static str {
     }
 }
 
-fn api_toml(c: &ApiConfig) -> String {
-    format!(
+/// A TOML string literal, quoted and escaped.
+fn q(s: impl std::fmt::Display) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn api_toml(c: &ApiConfig) -> anyhow::Result<String> {
+    let mut text = format!(
         "# Written by `enclosure up`; edit the flags of `enclosure up` instead.\n\
-         mode = \"dev\"\nlisten = \"{}\"\ndata_dir = \"{}\"\nenclave = \"{}\"\n",
-        c.listen,
-        c.data_dir.display(),
-        c.enclave
-    )
+         mode = \"dev\"\nlisten = {}\ndata_dir = {}\nenclave = {}\n",
+        q(c.listen),
+        q(c.data_dir.display()),
+        q(&c.enclave)
+    );
+    if let Some(p) = &c.payments {
+        let secrets: Vec<String> = p
+            .webhook_secret_files
+            .iter()
+            .map(|f| q(f.display()))
+            .collect();
+        text.push_str(&format!(
+            "\n[payments]\nprovider_url = {}\napi_key_file = {}\nwebhook_secret_files = [{}]\n",
+            q(&p.provider_url),
+            q(p.api_key_file.display()),
+            secrets.join(", ")
+        ));
+    }
+    if let Some(a) = &c.artifacts {
+        text.push_str(&format!(
+            "\n[artifacts]\nendpoint = {}\nbucket = {}\nregion = {}\naccess_key = {}\nsecret_key_file = {}\n",
+            q(&a.endpoint),
+            q(&a.bucket),
+            q(&a.region),
+            q(&a.access_key),
+            q(a.secret_key_file.display())
+        ));
+    }
+    Ok(text)
 }
