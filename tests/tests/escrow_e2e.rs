@@ -205,7 +205,7 @@ async fn escrow_over_https(backend: Backend) {
         mallory.get(&format!("/v1/rooms/{room_id}/audit")).await.0,
         404
     );
-    // The cancel by alice's own earlier failure aside, the room can still be cancelled.
+    // Nothing was funded, so the room can still be cancelled (with the current version).
     let (status, r) = alice
         .post(&format!("/v1/rooms/{room_id}/cancel"), json!({}))
         .await;
