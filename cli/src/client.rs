@@ -283,27 +283,7 @@ impl EnclosureClient {
     }
 
     fn verify_key(&self, a: KeyAnswer) -> Result<VerifiedKey, ClientError> {
-        let cert = KeyCertificate::from_bytes(&b64d(&a.key_certificate)?)
-            .map_err(|e| ClientError::KeyCertificate(e.to_string()))?;
-        let body = cert
-            .verify(&self.instance_key)
-            .map_err(|e| ClientError::KeyCertificate(e.to_string()))?;
-        let pem_key = VerifyingKey::from_public_key_pem(&a.public_key_pem)
-            .map_err(|_| ClientError::KeyCertificate("public_key_pem is not P-384".into()))?;
-        let certified = VerifyingKey::from_public_key_der(&body.public_key)
-            .map_err(|_| ClientError::KeyCertificate("certified key is not P-384".into()))?;
-        // The api's claims must match what the enclave certified, field by field.
-        if body.key_id != a.key_id || body.identity_id != a.identity_id || pem_key != certified {
-            return Err(ClientError::KeyCertificate(
-                "the api's key fields differ from the certified ones".into(),
-            ));
-        }
-        Ok(VerifiedKey {
-            key_id: body.key_id,
-            identity_id: body.identity_id,
-            public_key_der: body.public_key,
-            created_at: body.created_at,
-        })
+        verify_key_answer(&self.instance_key, a)
     }
 
     /// Signs a message with a verified key and verifies the signature.
@@ -355,6 +335,31 @@ impl EnclosureClient {
     }
 }
 
+/// Checks a key the api returned: its certificate must verify under the attested instance key,
+/// and every field the api states must equal what the enclave certified.
+fn verify_key_answer(instance_key: &[u8], a: KeyAnswer) -> Result<VerifiedKey, ClientError> {
+    let cert = KeyCertificate::from_bytes(&b64d(&a.key_certificate)?)
+        .map_err(|e| ClientError::KeyCertificate(e.to_string()))?;
+    let body = cert
+        .verify(instance_key)
+        .map_err(|e| ClientError::KeyCertificate(e.to_string()))?;
+    let pem_key = VerifyingKey::from_public_key_pem(&a.public_key_pem)
+        .map_err(|_| ClientError::KeyCertificate("public_key_pem is not P-384".into()))?;
+    let certified = VerifyingKey::from_public_key_der(&body.public_key)
+        .map_err(|_| ClientError::KeyCertificate("certified key is not P-384".into()))?;
+    if body.key_id != a.key_id || body.identity_id != a.identity_id || pem_key != certified {
+        return Err(ClientError::KeyCertificate(
+            "the api's key fields differ from the certified ones".into(),
+        ));
+    }
+    Ok(VerifiedKey {
+        key_id: body.key_id,
+        identity_id: body.identity_id,
+        public_key_der: body.public_key,
+        created_at: body.created_at,
+    })
+}
+
 /// Verifies a DER signature over `message` with a verified key.
 pub fn verify_signature(key: &VerifiedKey, message: &[u8], der: &[u8]) -> Result<(), ClientError> {
     let vk = VerifyingKey::from_public_key_der(&key.public_key_der)
@@ -400,4 +405,86 @@ async fn attest(
         .ok_or(ClientError::NoInstanceKey)?
         .to_vec();
     Ok((verified, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enclosure_protocol::keycert::{KEYCERT_VERSION, KeyCertificateBody};
+    use p384::ecdsa::SigningKey;
+    use p384::ecdsa::signature::Signer;
+    use p384::pkcs8::{EncodePublicKey, LineEnding};
+
+    fn spki(k: &SigningKey) -> Vec<u8> {
+        k.verifying_key().to_public_key_der().unwrap().into_vec()
+    }
+
+    fn pem(k: &SigningKey) -> String {
+        k.verifying_key().to_public_key_pem(LineEnding::LF).unwrap()
+    }
+
+    fn answer(instance: &SigningKey, key: &SigningKey, key_id: &str, identity: &str) -> KeyAnswer {
+        let cert = KeyCertificate::issue(
+            &KeyCertificateBody {
+                version: KEYCERT_VERSION,
+                key_id: key_id.into(),
+                identity_id: identity.into(),
+                public_key: spki(key),
+                created_at: 1,
+            },
+            instance,
+        )
+        .unwrap();
+        KeyAnswer {
+            key_id: key_id.into(),
+            identity_id: identity.into(),
+            public_key_pem: pem(key),
+            key_certificate: base64::engine::general_purpose::STANDARD
+                .encode(cert.to_bytes().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_host_cannot_swap_keys_or_fields() {
+        let instance = SigningKey::random(&mut rand::rngs::OsRng);
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let other = SigningKey::random(&mut rand::rngs::OsRng);
+        let ik = spki(&instance);
+        let ok = verify_key_answer(&ik, answer(&instance, &key, "k1", "i1")).unwrap();
+        assert_eq!(ok.public_key_der, spki(&key));
+
+        // Certified by some other key than the attested instance key.
+        let forged = answer(&other, &key, "k1", "i1");
+        assert!(matches!(
+            verify_key_answer(&ik, forged),
+            Err(ClientError::KeyCertificate(_))
+        ));
+        // A genuine certificate, but the api shows another public key, key id or identity.
+        let mut swapped = answer(&instance, &key, "k1", "i1");
+        swapped.public_key_pem = pem(&other);
+        assert!(verify_key_answer(&ik, swapped).is_err());
+        let mut renamed = answer(&instance, &key, "k1", "i1");
+        renamed.key_id = "k2".into();
+        assert!(verify_key_answer(&ik, renamed).is_err());
+        let mut moved = answer(&instance, &key, "k1", "i1");
+        moved.identity_id = "i2".into();
+        assert!(verify_key_answer(&ik, moved).is_err());
+    }
+
+    #[test]
+    fn signatures_by_any_other_key_are_refused() {
+        let instance = SigningKey::random(&mut rand::rngs::OsRng);
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let other = SigningKey::random(&mut rand::rngs::OsRng);
+        let vk = verify_key_answer(&spki(&instance), answer(&instance, &key, "k", "i")).unwrap();
+        let good: Signature = key.sign(b"msg");
+        verify_signature(&vk, b"msg", good.to_der().as_bytes()).unwrap();
+        let bad: Signature = other.sign(b"msg");
+        assert!(matches!(
+            verify_signature(&vk, b"msg", bad.to_der().as_bytes()),
+            Err(ClientError::BadSignature(_))
+        ));
+        assert!(verify_signature(&vk, b"other", good.to_der().as_bytes()).is_err());
+        assert!(verify_signature(&vk, b"msg", b"not DER").is_err());
+    }
 }
