@@ -12,7 +12,7 @@ use enclosure_policy::escrow::{
     MilestoneState, PaymentState, RoomState, milestone_pairs, payment_pairs, room_pairs,
 };
 use fixtures::*;
-use harness::{Kind, TestDb};
+use harness::{Kind, TestDb, visible};
 use sqlx::{Connection, Executor, PgConnection, Row, SqliteConnection};
 
 /// A connection that bypasses everything but triggers: the PostgreSQL superuser (who owns
@@ -200,28 +200,6 @@ on_both!(
         }
     }
 );
-
-/// Counts rows of `table` the app role sees as `user` acting as `role`.
-async fn visible(conn: &mut PgConnection, user: Option<&str>, role: &str, table: &str) -> i64 {
-    let mut tx = conn.begin().await.expect("begin");
-    if let Some(user) = user {
-        sqlx::query(
-            "SELECT set_config('enclosure.user', $1, true), set_config('enclosure.role', $2, true)",
-        )
-        .bind(user)
-        .bind(role)
-        .execute(&mut *tx)
-        .await
-        .expect("set_config");
-    }
-    let n: i64 = sqlx::query(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&mut *tx)
-        .await
-        .expect("count")
-        .get(0);
-    tx.rollback().await.expect("rollback");
-    n
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escrow_pg_rls_and_privileges() {

@@ -235,3 +235,27 @@ pub fn ticket(id: &str, owner: &str, issued: i64) -> TicketRecord {
         expires_at_ms: issued + 60_000,
     }
 }
+
+/// Counts rows of `table` the app role sees when acting as `user` with `role` (row-level
+/// security settings as the store sets them), in a transaction that is rolled back.
+pub async fn visible(conn: &mut PgConnection, user: Option<&str>, role: &str, table: &str) -> i64 {
+    use sqlx::Row;
+    let mut tx = conn.begin().await.expect("begin");
+    if let Some(user) = user {
+        sqlx::query(
+            "SELECT set_config('enclosure.user', $1, true), set_config('enclosure.role', $2, true)",
+        )
+        .bind(user)
+        .bind(role)
+        .execute(&mut *tx)
+        .await
+        .expect("set_config");
+    }
+    let n: i64 = sqlx::query(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count")
+        .get(0);
+    tx.rollback().await.expect("rollback");
+    n
+}

@@ -5,32 +5,10 @@
 mod harness;
 
 use enclosure_api::store::{DatabaseConfig, KeyRecord, Store, StoreError};
-use harness::{Kind, TestDb, entry, ticket};
-use sqlx::{Connection, Executor, PgConnection, Row};
+use harness::{Kind, TestDb, entry, ticket, visible};
+use sqlx::{Connection, Executor, Row};
 
 const T0: i64 = 1_800_000_000_000;
-
-/// Counts rows of `table` the app role sees when acting as `user` with `role`.
-async fn visible(conn: &mut PgConnection, user: Option<&str>, role: &str, table: &str) -> i64 {
-    let mut tx = conn.begin().await.expect("begin");
-    if let Some(user) = user {
-        sqlx::query(
-            "SELECT set_config('enclosure.user', $1, true), set_config('enclosure.role', $2, true)",
-        )
-        .bind(user)
-        .bind(role)
-        .execute(&mut *tx)
-        .await
-        .expect("set_config");
-    }
-    let n: i64 = sqlx::query(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&mut *tx)
-        .await
-        .expect("count")
-        .get(0);
-    tx.rollback().await.expect("rollback");
-    n
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_pg_rls_hides_other_owners_rows() {
