@@ -103,6 +103,23 @@ pub fn problem_response(status: StatusCode, code: &str, detail: String) -> Respo
     resp
 }
 
+/// How an audit row records an outcome: `("ok", None)`, or `("refused" | "error", code)` —
+/// "error" when the failure was ours (5xx), "refused" when the request was.
+pub fn audit_outcome<T>(result: &Result<T, ApiError>) -> (&'static str, Option<&'static str>) {
+    match result {
+        Ok(_) => ("ok", None),
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            let outcome = if status.is_server_error() {
+                "error"
+            } else {
+                "refused"
+            };
+            (outcome, Some(code))
+        }
+    }
+}
+
 impl ApiError {
     /// The HTTP status and the stable machine-readable code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {

@@ -95,18 +95,8 @@ async fn audit<T>(
     subject: &Subject,
     result: &Result<T, ApiError>,
 ) {
-    let (outcome, detail) = match result {
-        Ok(_) => ("ok", None),
-        Err(e) => {
-            let (status, code) = e.status_and_code();
-            let outcome = if status.is_server_error() {
-                "error"
-            } else {
-                "refused"
-            };
-            (outcome, Some(code.to_string()))
-        }
-    };
+    let (outcome, code) = crate::error::audit_outcome(result);
+    let detail = code.map(str::to_string);
     let entry = AuditEntry {
         actor: caller.sub.clone(),
         actor_role: caller.role.as_str().to_string(),

@@ -132,18 +132,8 @@ impl Escrow<'_> {
         }
         .await;
         let action_name = format!("escrow.milestone.{}", action.as_str());
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            &action_name,
-            &subject,
-            &result,
-        )
-        .await;
-        if let Some(room_id) = settled_room {
-            self.close_if_settled(&room_id).await;
-        }
-        result
+        self.finish_move(caller, &action_name, &subject, settled_room, result)
+            .await
     }
 
     /// The freelancer submits the uploaded work of a funded milestone (its artifacts freeze).
@@ -424,11 +414,25 @@ impl Escrow<'_> {
         }
         .await;
         let action_name = format!("escrow.payment.{}", event.as_str());
+        self.finish_move(caller, &action_name, &subject, settled_room, result)
+            .await
+    }
+
+    /// Audits a move (refusals included), then closes its room if the move settled the last
+    /// open milestone.
+    async fn finish_move<T>(
+        &self,
+        caller: &Caller,
+        action_name: &str,
+        subject: &Subject,
+        settled_room: Option<String>,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         self.audit(
             &caller.sub,
             caller.role.as_str(),
-            &action_name,
-            &subject,
+            action_name,
+            subject,
             &result,
         )
         .await;

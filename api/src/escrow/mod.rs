@@ -158,17 +158,9 @@ impl Escrow<'_> {
         subject: &Subject,
         result: &Result<T, ApiError>,
     ) {
-        let (outcome, code) = match result {
-            Ok(_) => ("ok", subject.moved.clone()),
-            Err(e) => {
-                let (status, code) = e.status_and_code();
-                let outcome = if status.is_server_error() {
-                    "error"
-                } else {
-                    "refused"
-                };
-                (outcome, Some(code.to_string()))
-            }
+        let (outcome, code) = match crate::error::audit_outcome(result) {
+            ("ok", _) => ("ok", subject.moved.clone()),
+            (outcome, code) => (outcome, code.map(str::to_string)),
         };
         let mut detail = code.unwrap_or_default();
         if let Some(r) = &subject.room_id {
