@@ -95,6 +95,23 @@ pub struct ApiConfig {
     /// The artifact store (escrow); absent: artifact URLs are unavailable.
     #[serde(default)]
     pub artifacts: Option<crate::artifacts::ArtifactSettings>,
+    /// How often the escrow scheduler runs (deadlines, validation, settlements), in
+    /// milliseconds; 0 turns it off (another api process then has to run it).
+    #[serde(default = "default_scheduler_interval")]
+    pub scheduler_interval_ms: u64,
+    /// How long a scheduler holds a settlement saga it claimed, in milliseconds: after a
+    /// crash, another process resumes the saga once this runs out. Keep it above the
+    /// payment provider's timeout.
+    #[serde(default = "default_settlement_lease")]
+    pub settlement_lease_ms: u64,
+}
+
+fn default_settlement_lease() -> u64 {
+    30_000
+}
+
+fn default_scheduler_interval() -> u64 {
+    1_000
 }
 
 /// The `[database]` table: PostgreSQL URLs, or nothing for the embedded SQLite file.
@@ -167,6 +184,8 @@ impl ApiConfig {
             metrics_listen: None,
             body_limit_bytes: default_body_limit(),
             ticket_ttl_secs: default_ticket_ttl(),
+            scheduler_interval_ms: default_scheduler_interval(),
+            settlement_lease_ms: default_settlement_lease(),
             database: DatabaseSettings::default(),
             rate_limits: RateLimits::default(),
             auth: crate::auth::AuthSettings::default(),

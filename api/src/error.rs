@@ -61,6 +61,28 @@ pub enum ApiError {
     /// This Idempotency-Key was used more than 5 minutes ago; its response is no longer replayed.
     #[error("this Idempotency-Key was used outside the replay window; use a new key")]
     IdempotencyExpired,
+    /// A provider webhook whose signature is missing, wrong or outside the time tolerance.
+    #[error("{0}")]
+    WebhookRefused(String),
+    /// A service the api depends on (payment provider, artifact store) is not configured or
+    /// cannot be reached; retry after the given seconds.
+    #[error("{detail}")]
+    ServiceUnavailable {
+        /// A stable code, e.g. `payments_unavailable`.
+        code: &'static str,
+        /// What is unavailable.
+        detail: String,
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
+    /// A service the api depends on refused or answered nonsense; retrying will not help.
+    #[error("{detail}")]
+    BadGateway {
+        /// A stable code, e.g. `payment_provider_refused`.
+        code: &'static str,
+        /// What went wrong (never a secret or a request body).
+        detail: String,
+    },
     /// Storage failed.
     #[error("storage error")]
     Store(#[from] crate::store::StoreError),
@@ -150,6 +172,9 @@ impl ApiError {
             ApiError::IdempotencyExpired => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_expired")
             }
+            ApiError::WebhookRefused(_) => (StatusCode::BAD_REQUEST, "webhook_refused"),
+            ApiError::ServiceUnavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -174,7 +199,8 @@ impl IntoResponse for ApiError {
         let mut resp = problem_response(status, code, detail);
         let retry_after = match &self {
             ApiError::EnclaveUnavailable { retry_after, .. }
-            | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            | ApiError::RateLimited { retry_after, .. }
+            | ApiError::ServiceUnavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         if let Some(retry_after) = retry_after

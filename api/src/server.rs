@@ -101,9 +101,10 @@ impl AppState {
         self.config.body_limit_bytes
     }
 
-    /// Whether idempotency keys are required on this path (everything under /v1).
+    /// Whether idempotency keys are required on this path: everything under /v1 except the
+    /// provider's webhook, which carries its own event id (deduplicated permanently).
     pub fn idempotency_applies(&self, path: &str) -> bool {
-        path.starts_with("/v1/")
+        path.starts_with("/v1/") && path != crate::routes::payments::WEBHOOK_PATH
     }
 
     /// The verified caller of a request's bearer token, if it has a valid one.
@@ -132,6 +133,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    crate::faults::arm(config.mode == Mode::Dev);
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
@@ -156,6 +158,7 @@ pub async fn run(
     let state = AppState::build(config).await?;
     tracing::info!(database = state.store.backend_name(), "storage ready");
     tokio::spawn(crate::restore::supervise(state.clone()));
+    tokio::spawn(crate::scheduler::run(state.clone()));
     let app = app(state);
     let handle = axum_server::Handle::new();
     let h = handle.clone();

@@ -144,6 +144,8 @@ macro_rules! named_enum {
     };
 }
 
+pub(crate) use named_enum;
+
 named_enum!(
     /// A room: the agreement between one client and one freelancer.
     RoomState {
@@ -495,6 +497,22 @@ pub fn payment_transition(
             from: from.as_str(),
             action: event.as_str(),
         })
+}
+
+/// The state a payment event leads to (each event has exactly one in the table).
+pub fn payment_event_target(event: PaymentEvent) -> Option<PaymentState> {
+    PAYMENT
+        .iter()
+        .find(|(_, e, _)| *e == event)
+        .map(|(_, _, to)| *to)
+}
+
+/// The state `event` moves a payment at `from` to, if the table has that move.
+pub fn payment_next(from: PaymentState, event: PaymentEvent) -> Option<PaymentState> {
+    PAYMENT
+        .iter()
+        .find(|(f, e, _)| *f == from && *e == event)
+        .map(|(_, _, to)| *to)
 }
 
 fn dedup(mut v: Vec<(&'static str, &'static str)>) -> Vec<(&'static str, &'static str)> {

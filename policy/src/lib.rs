@@ -8,5 +8,6 @@
 pub mod attestation;
 pub mod escrow;
 pub mod replay;
+pub mod settlement;
 pub mod ticket;
 pub mod webhook;

@@ -107,6 +107,26 @@ pub struct ApiSettings {
     pub per_identity_per_minute: Option<u32>,
     /// Serve Prometheus metrics on a free loopback port.
     pub metrics: bool,
+    /// Start the payments sandbox and the local S3 store, and configure the apis for them.
+    pub escrow: bool,
+    /// The escrow scheduler's period (None: the api's default; 0: off).
+    pub scheduler_interval_ms: Option<u64>,
+    /// How long a scheduler's claim on a saga holds (None: the api's default).
+    pub settlement_lease_ms: Option<u64>,
+}
+
+/// The escrow's outside services: the sandbox payment provider and the local S3 store.
+pub struct EscrowServices {
+    /// The sandbox process.
+    pub sandbox: Proc,
+    /// The sandbox's base URL.
+    pub sandbox_url: String,
+    /// The sandbox's API key (a test stands in for the client's bank with it).
+    pub sandbox_key: String,
+    /// The S3 store process.
+    pub s3: Proc,
+    /// The S3 store's endpoint URL.
+    pub s3_url: String,
 }
 
 /// One running api process.
@@ -127,7 +147,11 @@ pub struct ApiStack {
     pub apis: Vec<ApiProc>,
     /// The PostgreSQL database, if any.
     pub pg: Option<PgDatabase>,
+    /// The payment sandbox and S3 store, when `ApiSettings::escrow` is set.
+    pub escrow: Option<EscrowServices>,
     settings: ApiSettings,
+    /// Each api's port, kept across restarts (the sandbox posts its webhooks to api 0).
+    ports: Vec<u16>,
 }
 
 fn free_port() -> u16 {
@@ -146,8 +170,13 @@ impl ApiStack {
             stack,
             apis: Vec::new(),
             pg,
+            escrow: None,
             settings,
+            ports: (0..apis.max(1)).map(|_| free_port()).collect(),
         };
+        if me.settings.escrow {
+            me.escrow = Some(me.start_escrow_services().await);
+        }
         for i in 0..apis {
             me.start_api(i).await;
         }
@@ -159,6 +188,98 @@ impl ApiStack {
         self.stack.dir.path()
     }
 
+    async fn start_escrow_services(&self) -> EscrowServices {
+        let dir = self.dir().to_path_buf();
+        let (cert, _) =
+            enclosure_api::tls::ensure_dev_certificate(&dir).expect("dev TLS certificate");
+        let (api_key, webhook_secret) =
+            enclosure_api::payments::ensure_dev_secret_files(&dir).expect("sandbox secrets");
+        let pay_port = free_port();
+        let pay_dir = dir.join("payments");
+        let webhook = format!("https://127.0.0.1:{}/v1/webhooks/payments", self.ports[0]);
+        let listen = format!("127.0.0.1:{pay_port}");
+        let mut sandbox = Proc::spawn(
+            "enclosure-payments-sandbox",
+            &[
+                "--listen",
+                &listen,
+                "--data-dir",
+                &pay_dir.display().to_string(),
+                "--api-key-file",
+                &api_key.display().to_string(),
+                "--webhook-secret-file",
+                &webhook_secret.display().to_string(),
+                "--webhook-url",
+                &webhook,
+                "--webhook-ca",
+                &cert.display().to_string(),
+                "--retry-initial-ms",
+                "200",
+                "--retry-max-ms",
+                "1000",
+            ],
+            &dir,
+        );
+        let s3_secret = enclosure_api::artifacts::ensure_dev_secret_file(&dir).expect("S3 secret");
+        let s3_port = free_port();
+        let s3_listen = format!("127.0.0.1:{s3_port}");
+        let mut s3 = Proc::spawn(
+            "enclosure-s3",
+            &[
+                "--data-dir",
+                &dir.display().to_string(),
+                "--listen",
+                &s3_listen,
+                "--secret-key-file",
+                &s3_secret.display().to_string(),
+            ],
+            &dir,
+        );
+        for (port, proc) in [(pay_port, &mut sandbox), (s3_port, &mut s3)] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                proc.assert_running();
+                assert!(Instant::now() < deadline, "never listened:\n{}", proc.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let sandbox_key = std::fs::read_to_string(&api_key)
+            .expect("sandbox key")
+            .trim()
+            .to_string();
+        EscrowServices {
+            sandbox,
+            sandbox_url: format!("http://{listen}"),
+            sandbox_key,
+            s3,
+            s3_url: format!("http://{s3_listen}"),
+        }
+    }
+
+    fn escrow_config(&self) -> String {
+        let Some(e) = &self.escrow else {
+            return String::new();
+        };
+        let dir = self.dir();
+        let (api_key, webhook_secret) = enclosure_api::payments::dev_secret_paths(dir);
+        let a = enclosure_api::artifacts::ArtifactSettings::dev(dir, &e.s3_url);
+        format!(
+            "[payments]\nprovider_url = \"{}\"\napi_key_file = \"{}\"\nwebhook_secret_files = [\"{}\"]\n\
+             [artifacts]\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\naccess_key = \"{}\"\nsecret_key_file = \"{}\"\n",
+            e.sandbox_url,
+            api_key.display(),
+            webhook_secret.display(),
+            a.endpoint,
+            a.bucket,
+            a.region,
+            a.access_key,
+            a.secret_key_file.display()
+        )
+    }
+
     fn write_config(&self, index: usize, port: u16, metrics: Option<u16>) -> PathBuf {
         let mut toml = format!(
             "mode = \"dev\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nenclave = \"{}\"\n",
@@ -167,6 +288,12 @@ impl ApiStack {
         );
         if let Some(m) = metrics {
             toml.push_str(&format!("metrics_listen = \"127.0.0.1:{m}\"\n"));
+        }
+        if let Some(ms) = self.settings.scheduler_interval_ms {
+            toml.push_str(&format!("scheduler_interval_ms = {ms}\n"));
+        }
+        if let Some(ms) = self.settings.settlement_lease_ms {
+            toml.push_str(&format!("settlement_lease_ms = {ms}\n"));
         }
         if let Some(pg) = &self.pg {
             toml.push_str(&format!(
@@ -185,6 +312,7 @@ impl ApiStack {
         if let Some(n) = limits.per_identity_per_minute {
             toml.push_str(&format!("per_identity_per_minute = {n}\n"));
         }
+        toml.push_str(&self.escrow_config());
         let path = self.dir().join(format!("api-{index}.toml"));
         std::fs::write(&path, toml).expect("api config");
         path
@@ -192,11 +320,26 @@ impl ApiStack {
 
     /// Starts api process number `index` and waits until it serves.
     pub async fn start_api(&mut self, index: usize) {
-        let port = free_port();
+        self.start_api_with_env(index, &[]).await;
+    }
+
+    /// Starts api process number `index` with extra environment variables (a crash point,
+    /// say), on the port it had before if it ran already, and waits until it serves.
+    pub async fn start_api_with_env(&mut self, index: usize, env: &[(&str, &str)]) {
+        while self.ports.len() <= index {
+            self.ports.push(free_port());
+        }
+        let port = self.ports[index];
+        // A previous process on this index gives up its port first.
+        let previous = (index < self.apis.len()).then(|| self.apis.remove(index));
+        if let Some(old) = previous {
+            old.proc.kill();
+        }
         let metrics = self.settings.metrics.then(free_port);
         let config = self.write_config(index, port, metrics);
         let config = config.display().to_string();
-        let mut proc = Proc::spawn("enclosure-api", &["--config", &config], self.dir());
+        let mut proc =
+            Proc::spawn_with_env("enclosure-api", &["--config", &config], self.dir(), env);
         let url = format!("https://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -216,11 +359,7 @@ impl ApiStack {
             url,
             metrics_url: metrics.map(|m| format!("http://127.0.0.1:{m}/metrics")),
         };
-        if index < self.apis.len() {
-            self.apis[index] = api;
-        } else {
-            self.apis.push(api);
-        }
+        self.apis.insert(index.min(self.apis.len()), api);
         // Key operations answer 503 until the first restore check provisioned the enclave.
         self.wait_ready(index).await;
     }

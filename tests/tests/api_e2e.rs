@@ -177,6 +177,8 @@ async fn whole_flow(backend: Backend) {
             "/v1/milestones/{milestone_id}/cancel",
             "/v1/milestones/{milestone_id}/dispute",
             "/v1/milestones/{milestone_id}/expire",
+            "/v1/milestones/{milestone_id}/fund",
+            "/v1/milestones/{milestone_id}/payment",
             "/v1/milestones/{milestone_id}/refund",
             "/v1/milestones/{milestone_id}/reject",
             "/v1/milestones/{milestone_id}/resolve",
@@ -188,6 +190,7 @@ async fn whole_flow(backend: Backend) {
             "/v1/rooms/{room_id}/audit",
             "/v1/rooms/{room_id}/cancel",
             "/v1/rooms/{room_id}/notes",
+            "/v1/webhooks/payments",
         ]
     );
     let sign_params = spec["paths"]["/v1/keys/{key_id}/sign"]["post"]["parameters"].to_string();

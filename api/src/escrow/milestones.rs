@@ -84,6 +84,19 @@ impl Escrow<'_> {
                 return Err(ApiError::Forbidden);
             }
             check_version(expected_version, m.version, "milestone")?;
+            if action == MilestoneAction::Dispute && m.state == MilestoneState::Accepted {
+                // Once the swap has begun, money may be on its way: no dispute can stop it.
+                let started = self.store.settlements_of(&m.id).await?;
+                if started
+                    .iter()
+                    .any(|s| s.kind == enclosure_policy::settlement::SettlementKind::Release)
+                {
+                    return Err(ApiError::Conflict {
+                        code: "guard_failed",
+                        detail: "the swap is under way; it can no longer be disputed".into(),
+                    });
+                }
+            }
             if room.state != enclosure_policy::escrow::RoomState::Active {
                 return Err(ApiError::Conflict {
                     code: "illegal_transition",
@@ -284,6 +297,27 @@ impl Escrow<'_> {
         .await
     }
 
+    /// The system completes a swap whose payout the provider confirmed: accepted →
+    /// transferred, which is what lets the client download.
+    pub(super) async fn complete_swap(
+        &self,
+        caller: &Caller,
+        milestone_id: &str,
+    ) -> Result<MilestoneView, ApiError> {
+        self.act(caller, milestone_id, MilestoneAction::Transfer, None)
+            .await
+    }
+
+    /// The system stalls a swap that cannot complete: accepted → needs_admin.
+    pub(super) async fn stall_swap(
+        &self,
+        caller: &Caller,
+        milestone_id: &str,
+    ) -> Result<MilestoneView, ApiError> {
+        self.act(caller, milestone_id, MilestoneAction::Stall, None)
+            .await
+    }
+
     /// The system records the provider's payment for an open milestone of an active room,
     /// for its price in the room's currency.
     pub async fn register_payment(
@@ -384,6 +418,9 @@ impl Escrow<'_> {
                 _ => None,
             };
             let milestone = match &read {
+                // Paid after the milestone expired: the money is escrowed without funding
+                // anything, and a refund settlement returns it.
+                Some((_, m)) if m.state != MilestoneState::Open => None,
                 Some((room, m)) => {
                     let f = facts(room, m, self.now_ms);
                     let next =

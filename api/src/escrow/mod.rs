@@ -23,9 +23,11 @@
 //! milestone and the move. Attempts by callers who can see the room are also linked to it,
 //! so the room's members read them in the room's trail.
 
+mod funding;
 mod milestones;
 mod notes;
 mod rooms;
+mod settlement;
 mod views;
 
 use enclosure_policy::escrow::{
@@ -37,9 +39,11 @@ use crate::auth::{Caller, Role};
 use crate::store::escrow::{MilestoneRecord, RoomRecord, Viewer};
 use crate::store::{AuditEntry, Store};
 
+pub use funding::{MoneyView, SettlementView, WebhookOutcome, body_digest, system_caller};
 pub use milestones::Resolution;
 pub use notes::{NewNote, NoteView};
 pub use rooms::{NewMilestone, NewRoom};
+pub use settlement::{SettlementPass, Settler, backoff_ms};
 pub use views::{AuditTrailEntry, MilestoneView, PaymentView, RoomView};
 
 /// The escrow services over one store at one instant: `now_ms` is the time every deadline

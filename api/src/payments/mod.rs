@@ -20,6 +20,10 @@ use enclosure_policy::escrow::PaymentState;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+/// The name payments are recorded under: one provider per deployment, whichever the
+/// configured URL points at.
+pub const PROVIDER_NAME: &str = "provider";
+
 /// What a provider call returns: a boxed future, so `dyn PaymentProvider` works without
 /// another dependency.
 pub type ProviderFuture<'a, T> =

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod escrow;
 pub mod health;
 pub mod keys;
+pub mod payments;
 
 use axum::Router;
 use axum::routing::get;
@@ -66,6 +67,9 @@ pub fn router_and_spec(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(escrow::cancel_milestone))
         .routes(routes!(escrow::expire))
         .routes(routes!(escrow::auto_accept))
+        .routes(routes!(payments::fund))
+        .routes(routes!(payments::money))
+        .routes(routes!(payments::webhook))
         .with_state(state)
         .split_for_parts();
     let json = spec.clone();

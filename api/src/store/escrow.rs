@@ -15,6 +15,8 @@
 mod milestones;
 #[path = "escrow_notes.rs"]
 mod notes;
+#[path = "escrow_settlement.rs"]
+mod settlement;
 
 use enclosure_policy::escrow::{MilestoneState, PaymentState, RoomState};
 use sqlx::Row;
@@ -24,6 +26,7 @@ use super::{Store, StoreError, check_owner};
 
 pub use milestones::{MilestoneChange, PaymentEventWrite};
 pub use notes::NoteRecord;
+pub use settlement::{ProviderEventRecord, SettlementChange, SettlementRecord};
 
 /// Who reads or writes: the caller's subject and role name (`client`, `freelancer`, `admin`,
 /// `system`, `reviewer`), set for row-level security on PostgreSQL and used as the

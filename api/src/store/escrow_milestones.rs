@@ -35,10 +35,10 @@ pub struct PaymentEventWrite<'a> {
     pub milestone: Option<(&'a MilestoneRecord, MilestoneChange)>,
 }
 
-const PAYMENT_COLUMNS: &str = "id, milestone_id, room_id, provider, provider_payment_id, \
+pub(super) const PAYMENT_COLUMNS: &str = "id, milestone_id, room_id, provider, provider_payment_id, \
     amount_minor, currency, state, created_at_ms, updated_at_ms, version";
 
-fn payment_from(r: &AnyRow) -> Result<PaymentRecord, StoreError> {
+pub(super) fn payment_from(r: &AnyRow) -> Result<PaymentRecord, StoreError> {
     let state: String = r.try_get("state")?;
     Ok(PaymentRecord {
         id: r.try_get("id")?,

@@ -26,6 +26,10 @@ const POSTGRES: &[Migration] = &[
         version: 10,
         sql: include_str!("../../migrations/postgres/0010_escrow.sql"),
     },
+    Migration {
+        version: 11,
+        sql: include_str!("../../migrations/postgres/0011_settlement.sql"),
+    },
 ];
 
 const SQLITE: &[Migration] = &[
@@ -40,6 +44,10 @@ const SQLITE: &[Migration] = &[
     Migration {
         version: 10,
         sql: include_str!("../../migrations/sqlite/0010_escrow.sql"),
+    },
+    Migration {
+        version: 11,
+        sql: include_str!("../../migrations/sqlite/0011_settlement.sql"),
     },
 ];
 
