@@ -61,6 +61,15 @@ pub enum ApiError {
     /// This Idempotency-Key was used more than 5 minutes ago; its response is no longer replayed.
     #[error("this Idempotency-Key was used outside the replay window; use a new key")]
     IdempotencyExpired,
+    /// A service the request needs is not configured or not answering (the artifact store:
+    /// `artifacts_unavailable`); retrying later may help.
+    #[error("{detail}")]
+    Unavailable {
+        /// A stable code naming the missing service.
+        code: &'static str,
+        /// What is unavailable.
+        detail: String,
+    },
     /// Storage failed.
     #[error("storage error")]
     Store(#[from] crate::store::StoreError),
@@ -150,6 +159,7 @@ impl ApiError {
             ApiError::IdempotencyExpired => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_expired")
             }
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
