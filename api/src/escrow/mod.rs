@@ -23,6 +23,7 @@
 //! milestone and the move. Attempts by callers who can see the room are also linked to it,
 //! so the room's members read them in the room's trail.
 
+mod artifacts;
 mod milestones;
 mod notes;
 mod rooms;
@@ -37,6 +38,9 @@ use crate::auth::{Caller, Role};
 use crate::store::escrow::{MilestoneRecord, RoomRecord, Viewer};
 use crate::store::{AuditEntry, Store};
 
+pub use artifacts::{
+    ArtifactView, DOWNLOAD_URL_TTL, NewArtifact, NewUpload, SignedUrl, UPLOAD_URL_TTL,
+};
 pub use milestones::Resolution;
 pub use notes::{NewNote, NoteView};
 pub use rooms::{NewMilestone, NewRoom};
