@@ -83,7 +83,7 @@ async fn store_move(store: &Store, milestone_id: &str, to: MilestoneState) {
 }
 
 async fn download(e: &Escrow<'_>, w: &Work, c: &Caller, id: &str) -> Result<SignedUrl, ApiError> {
-    e.download_url(c, id, w.store()).await
+    e.download_url(c, id, w.signer()).await
 }
 
 on_both!(escrow_artifacts_upload_and_register, |db| {
@@ -103,25 +103,25 @@ on_both!(escrow_artifacts_upload_and_register, |db| {
         // The room's client under another role is refused, as by every escrow service.
         (caller("alice", Role::Freelancer), 403),
     ] {
-        let r = e.upload_url(&c, &id, upload_of(&bytes), w.store()).await;
+        let r = e.upload_url(&c, &id, upload_of(&bytes), w.signer()).await;
         assert_eq!(code_of(&r).0, want, "{c:?}");
     }
     let mut bad = upload_of(&bytes);
     bad.name = "../etc/passwd".into();
     assert_eq!(
-        code_of(&e.upload_url(&bob(), &id, bad, w.store()).await).0,
+        code_of(&e.upload_url(&bob(), &id, bad, w.signer()).await).0,
         400
     );
     let mut bad = upload_of(&bytes);
     bad.sha256 = "00".into();
     assert_eq!(
-        code_of(&e.upload_url(&bob(), &id, bad, w.store()).await).0,
+        code_of(&e.upload_url(&bob(), &id, bad, w.signer()).await).0,
         400
     );
     let mut bad = upload_of(&bytes);
     bad.size_bytes = 0;
     assert_eq!(
-        code_of(&e.upload_url(&bob(), &id, bad, w.store()).await).0,
+        code_of(&e.upload_url(&bob(), &id, bad, w.signer()).await).0,
         400
     );
     assert_eq!(
@@ -131,7 +131,7 @@ on_both!(escrow_artifacts_upload_and_register, |db| {
 
     // The store refuses a body of another length or another hash under the URL.
     let u = e
-        .upload_url(&bob(), &id, upload_of(&bytes), w.store())
+        .upload_url(&bob(), &id, upload_of(&bytes), w.signer())
         .await
         .expect("upload URL");
     assert_eq!((u.method.as_str(), u.headers.len()), ("PUT", 3));
@@ -234,7 +234,7 @@ on_both!(
         assert_eq!(list[0].frozen_at_ms, Some(T0 + 1));
         let late = at(&store, wall_ms());
         let r = late
-            .upload_url(&bob(), &id, upload_of(b"more"), w.store())
+            .upload_url(&bob(), &id, upload_of(b"more"), w.signer())
             .await;
         assert_eq!(code_of(&r), (409, "not_funded"));
 
@@ -459,6 +459,11 @@ on_both!(
         // Expired: minted ten minutes ago with a 120 s lifetime.
         let old = at(&store, wall_ms() - 600_000);
         let u = download(&old, &w, &bob(), &first.id).await.expect("minted");
+        assert_eq!(
+            u.expires_at_ms,
+            (old.now_ms / 1000 + 120) * 1000,
+            "the signer's lifetime"
+        );
         assert_eq!(w.send(&u, Vec::new()).await.0, 403, "expired");
         // A current URL works; moved onto another artifact's key it does not.
         let e = at(&store, wall_ms());
@@ -472,7 +477,7 @@ on_both!(
         assert_eq!(w.send(&moved, Vec::new()).await.0, 403, "changed path");
         // An upload URL moved onto an existing artifact cannot overwrite it.
         let put = e
-            .upload_url(&bob(), &id, upload_of(b"third"), w.store())
+            .upload_url(&bob(), &id, upload_of(b"third"), w.signer())
             .await
             .expect("upload URL");
         let moved_put = SignedUrl {

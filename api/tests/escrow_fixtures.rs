@@ -7,7 +7,7 @@ use enclosure_api::artifacts::server::{LocalStore, LocalStoreConfig};
 use enclosure_api::auth::{Caller, Role};
 use enclosure_api::escrow::{
     ArtifactView, Escrow, MilestoneView, NewArtifact, NewMilestone, NewRoom, NewUpload, RoomView,
-    SignedUrl,
+    SignedUrl, UrlSigner,
 };
 use enclosure_api::store::Store;
 use enclosure_policy::escrow::{MilestoneState, PaymentEvent};
@@ -109,9 +109,17 @@ pub async fn work() -> Work {
 }
 
 impl Work {
-    /// The store, as the services take it.
+    /// The store, as submit and validate take it.
     pub fn store(&self) -> Option<&ArtifactStore> {
         Some(&self.presigner)
+    }
+
+    /// The store with a 120 s URL lifetime, as the URL-minting services take it.
+    pub fn signer(&self) -> Option<UrlSigner<'_>> {
+        Some(UrlSigner {
+            store: &self.presigner,
+            ttl: std::time::Duration::from_secs(120),
+        })
     }
 
     /// Sends `body` with a signed URL as a client would (the signed headers verbatim but the
@@ -164,7 +172,7 @@ pub fn registration(u: &SignedUrl, bytes: &[u8]) -> NewArtifact {
 pub async fn deliver(store: &Store, w: &Work, milestone_id: &str, bytes: &[u8]) -> ArtifactView {
     let e = at(store, wall_ms());
     let u = e
-        .upload_url(&bob(), milestone_id, upload_of(bytes), w.store())
+        .upload_url(&bob(), milestone_id, upload_of(bytes), w.signer())
         .await
         .expect("upload URL");
     let (status, _) = w.send(&u, bytes.to_vec()).await;

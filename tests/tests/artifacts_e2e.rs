@@ -167,6 +167,13 @@ async fn use_url(u: &Value, body: &[u8]) -> (u16, Vec<u8>) {
     (status, resp.bytes().await.expect("body").to_vec())
 }
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
 fn code(v: &(u16, Value)) -> (u16, &str) {
     (v.0, v.1["code"].as_str().unwrap_or(""))
 }
@@ -181,10 +188,7 @@ async fn artifacts_over_https(backend: Backend) {
     let mallory = Http::new(stack, "mallory", Role::Client);
 
     // An active room with one funded milestone.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+    let now = wall_ms();
     let (status, room) = alice
         .post(
             "/v1/rooms",
@@ -296,6 +300,9 @@ async fn artifacts_over_https(backend: Backend) {
     let (status, get) = bob.get(&dl).await;
     assert_eq!(status, 200, "{get}");
     assert_eq!(use_url(&get, &[]).await, (200, bytes.clone()));
+    // The configured lifetime (the default, 120 s), from the signing second.
+    let left = get["expires_at_ms"].as_i64().expect("expiry") - wall_ms();
+    assert!((100_000..=120_000).contains(&left), "{left}");
     // The same signature on another object's path: refused by the store.
     let mut moved = get.clone();
     moved["url"] = json!(

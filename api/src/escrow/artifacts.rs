@@ -24,24 +24,34 @@
 //! caller may see the room. Neither row holds the URL: its query string is a bearer
 //! capability until it expires.
 
+mod checks;
+mod download;
+
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use enclosure_policy::escrow::{MilestoneState, RoomState};
+use enclosure_policy::escrow::{Actor, MilestoneState, RoomState};
 use serde::{Deserialize, Serialize};
 
 use super::{Escrow, Subject, actor_in, viewer};
 use crate::ApiError;
 use crate::artifacts::{ArtifactError, ArtifactStore, MAX_PUT_LENGTH, ObjectKey, PresignedRequest};
-use crate::auth::{Caller, Role};
-use crate::store::AuditEntry;
-use crate::store::escrow::{ArtifactRecord, MilestoneRecord, Registered, RoomRecord, Viewer};
-use enclosure_policy::escrow::Actor;
+use crate::auth::Caller;
+use crate::store::escrow::{ArtifactRecord, MilestoneRecord, Registered, RoomRecord};
 
-/// How long an upload URL lives: long enough to start a large upload on a slow link.
-pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(300);
-/// How long a download URL lives: the shortest useful, since it is a bearer capability.
-pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(120);
+pub(super) use checks::Check;
+
+/// The artifact store as the URL-minting services use it: the presigner, and how long the
+/// URLs it hands out live (the operator's `url_ttl_secs`, 60–300 s; the presigner refuses
+/// anything else).
+#[derive(Clone, Copy, Debug)]
+pub struct UrlSigner<'a> {
+    /// The presigner.
+    pub store: &'a ArtifactStore,
+    /// Lifetime of each URL handed out.
+    pub ttl: Duration,
+}
+
 /// Longest artifact name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Longest declared media type, in bytes.
@@ -171,17 +181,6 @@ fn ms_of(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// The extra check a milestone move makes before it is written.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Check<'s> {
-    /// No artifact check.
-    None,
-    /// Submit: at least one unfrozen artifact, each still in the store as registered.
-    Submission(Option<&'s ArtifactStore>),
-    /// Validate: every frozen artifact read back and hashed by the api itself.
-    Validation(Option<&'s ArtifactStore>),
-}
-
 fn unavailable() -> ApiError {
     ApiError::Unavailable {
         code: "artifacts_unavailable",
@@ -299,24 +298,6 @@ fn check_uploadable(
     Ok(())
 }
 
-/// States from which the system validator may read a submission.
-fn system_may_read(s: MilestoneState) -> bool {
-    matches!(
-        s,
-        MilestoneState::Submitted
-            | MilestoneState::Validated
-            | MilestoneState::Accepted
-            | MilestoneState::Transferred
-            | MilestoneState::Disputed
-            | MilestoneState::NeedsAdmin
-    )
-}
-
-const SYSTEM_READER: Viewer<'static> = Viewer {
-    sub: super::SYSTEM_ACTOR,
-    role: "system",
-};
-
 impl Escrow<'_> {
     fn at_time(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(self.now_ms).unwrap_or(0))
@@ -329,7 +310,7 @@ impl Escrow<'_> {
         caller: &Caller,
         milestone_id: &str,
         new: NewUpload,
-        artifacts: Option<&ArtifactStore>,
+        signer: Option<UrlSigner<'_>>,
     ) -> Result<SignedUrl, ApiError> {
         let mut subject = Subject {
             milestone_id: Some(milestone_id.to_string()),
@@ -348,12 +329,13 @@ impl Escrow<'_> {
             subject.room_id = Some(room.id.clone());
             subject.visible = true;
             check_uploadable(caller, &room, &m)?;
-            let store = artifacts.ok_or_else(unavailable)?;
+            let signer = signer.ok_or_else(unavailable)?;
             let artifact_id = uuid::Uuid::new_v4().to_string();
             let key =
                 ObjectKey::for_artifact(&room.id, &m.id, &artifact_id).map_err(store_failed)?;
-            let p = store
-                .presign_put_at(&key, new.size_bytes, &sha, UPLOAD_URL_TTL, self.at_time())
+            let p = signer
+                .store
+                .presign_put_at(&key, new.size_bytes, &sha, signer.ttl, self.at_time())
                 .map_err(store_failed)?;
             subject.moved = Some(format!("artifact={artifact_id}"));
             Ok(signed(&artifact_id, p))
@@ -484,260 +466,6 @@ impl Escrow<'_> {
             .map(ArtifactView::from)
             .collect())
     }
-
-    /// A GET URL for one artifact, if the caller may read it in the milestone's current state
-    /// (see the module docs); audited before and after for everyone but the owner.
-    pub async fn download_url(
-        &self,
-        caller: &Caller,
-        artifact_id: &str,
-        artifacts: Option<&ArtifactStore>,
-    ) -> Result<SignedUrl, ApiError> {
-        let found = if !plausible_id(artifact_id) {
-            None
-        } else if matches!(caller.role, Role::Admin | Role::Reviewer) {
-            // They never read artifact rows; the system's read only names the room whose
-            // trail records the refusal.
-            self.store.artifact(SYSTEM_READER, artifact_id).await?
-        } else {
-            self.store.artifact(viewer(caller), artifact_id).await?
-        };
-        let owner = found
-            .as_ref()
-            .is_some_and(|a| caller.role == Role::Freelancer && a.owner == caller.sub);
-        // Whoever reads the row (or, for staff, the room) is linked into the room's trail.
-        let link = found
-            .as_ref()
-            .map(|a| (a.room_id.as_str(), a.milestone_id.as_str()));
-        let shown_id = if plausible_id(artifact_id) {
-            artifact_id
-        } else {
-            "(invalid)"
-        };
-        if !owner {
-            self.audit_strict(
-                caller,
-                "escrow.artifact.download_url.requested",
-                "ok",
-                format!("pending artifact={shown_id}"),
-                link,
-            )
-            .await?;
-        }
-        let result = match &found {
-            None => Err(ApiError::NotFound),
-            Some(a) => self.gate_and_mint(caller, a, owner, artifacts).await,
-        };
-        let (outcome, code) = crate::error::audit_outcome(&result);
-        let detail = match &result {
-            Ok(u) => format!(
-                "issued artifact={shown_id} expires_at_ms={}",
-                u.expires_at_ms
-            ),
-            Err(_) => format!("{} artifact={shown_id}", code.unwrap_or("")),
-        };
-        // For a non-owner, no URL leaves unless its outcome is on record.
-        let recorded = self
-            .audit_strict(
-                caller,
-                "escrow.artifact.download_url",
-                outcome,
-                detail,
-                link,
-            )
-            .await;
-        if let Err(e) = recorded {
-            if owner {
-                tracing::error!(error = %e, "could not audit the owner's download URL");
-            } else {
-                return Err(e);
-            }
-        }
-        result
-    }
-
-    /// The state gate of [`download_url`](Self::download_url), then the URL.
-    async fn gate_and_mint(
-        &self,
-        caller: &Caller,
-        a: &ArtifactRecord,
-        owner: bool,
-        artifacts: Option<&ArtifactStore>,
-    ) -> Result<SignedUrl, ApiError> {
-        if !owner {
-            if matches!(caller.role, Role::Admin | Role::Reviewer) {
-                return Err(ApiError::Forbidden);
-            }
-            let (room, m) = self
-                .store
-                .milestone(viewer(caller), &a.milestone_id)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            let frozen = a.frozen_at_ms.is_some();
-            let open = match actor_in(caller, &room)? {
-                Actor::System => frozen && system_may_read(m.state),
-                Actor::Client => frozen && m.state == MilestoneState::Transferred,
-                _ => return Err(ApiError::Forbidden),
-            };
-            if !open {
-                return Err(conflict(
-                    "artifact_locked",
-                    format!(
-                        "this artifact cannot be read by a {} while the milestone is {}",
-                        caller.role.as_str(),
-                        m.state
-                    ),
-                ));
-            }
-        }
-        let store = artifacts.ok_or_else(unavailable)?;
-        let key = ObjectKey::parse(&a.storage_key).map_err(store_failed)?;
-        let p = store
-            .presign_get_at(&key, DOWNLOAD_URL_TTL, self.at_time())
-            .map_err(store_failed)?;
-        Ok(signed(&a.id, p))
-    }
-
-    /// Appends one audit row and links it to its room; unlike `audit`, a failure is the
-    /// caller's failure (a URL is not handed out without its record).
-    async fn audit_strict(
-        &self,
-        caller: &Caller,
-        action: &str,
-        outcome: &str,
-        mut detail: String,
-        link: Option<(&str, &str)>,
-    ) -> Result<(), ApiError> {
-        if let Some((room, milestone)) = link {
-            detail.push_str(&format!(" room={room} milestone={milestone}"));
-        }
-        let row = self
-            .store
-            .append_audit(AuditEntry {
-                actor: caller.sub.clone(),
-                actor_role: caller.role.as_str().to_string(),
-                action: action.to_string(),
-                identity_id: None,
-                key_id: None,
-                ticket_id: None,
-                outcome: outcome.to_string(),
-                detail: Some(detail),
-                at_ms: self.now_ms,
-            })
-            .await?;
-        if let Some((room, milestone)) = link {
-            self.store
-                .link_audit(viewer(caller), row.seq, room, Some(milestone))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The artifact check a milestone move makes once the policy allowed it.
-    pub(super) async fn check_artifacts(
-        &self,
-        caller: &Caller,
-        m: &MilestoneRecord,
-        check: Check<'_>,
-    ) -> Result<(), ApiError> {
-        match check {
-            Check::None => Ok(()),
-            Check::Submission(store) => self.check_submission(caller, m, store).await,
-            Check::Validation(store) => self.check_validation(caller, m, store).await,
-        }
-    }
-
-    /// At least one artifact awaits submission, and the store still holds each as registered
-    /// (the move then freezes exactly these rows).
-    async fn check_submission(
-        &self,
-        caller: &Caller,
-        m: &MilestoneRecord,
-        store: Option<&ArtifactStore>,
-    ) -> Result<(), ApiError> {
-        let rows = self
-            .store
-            .milestone_artifacts(viewer(caller), &m.id)
-            .await?;
-        let fresh: Vec<&ArtifactRecord> =
-            rows.iter().filter(|a| a.frozen_at_ms.is_none()).collect();
-        if fresh.is_empty() {
-            return Err(conflict(
-                "guard_failed",
-                "nothing to submit: register at least one artifact first",
-            ));
-        }
-        let store = store.ok_or_else(unavailable)?;
-        for a in fresh {
-            let key = ObjectKey::parse(&a.storage_key).map_err(store_failed)?;
-            let info = store.head(&key).await.map_err(store_failed)?;
-            same_object(a, info)?;
-        }
-        Ok(())
-    }
-
-    /// Every frozen artifact read back through SHA-256 by the api itself (the validator does
-    /// not take the store's recorded checksum), and each matches its row.
-    async fn check_validation(
-        &self,
-        caller: &Caller,
-        m: &MilestoneRecord,
-        store: Option<&ArtifactStore>,
-    ) -> Result<(), ApiError> {
-        let rows = self
-            .store
-            .milestone_artifacts(viewer(caller), &m.id)
-            .await?;
-        let frozen: Vec<&ArtifactRecord> =
-            rows.iter().filter(|a| a.frozen_at_ms.is_some()).collect();
-        if frozen.is_empty() {
-            return Err(conflict(
-                "guard_failed",
-                "nothing to validate: the submission holds no artifact",
-            ));
-        }
-        let store = store.ok_or_else(unavailable)?;
-        for a in frozen {
-            let key = ObjectKey::parse(&a.storage_key).map_err(store_failed)?;
-            // One byte past the recorded size is enough to see that it grew.
-            let cap = u64::try_from(a.size_bytes).unwrap_or(0).saturating_add(1);
-            let info = match store.digest(&key, cap).await {
-                Err(ArtifactError::DigestTooLarge { .. }) => {
-                    return Err(mismatch(a));
-                }
-                other => other.map_err(store_failed)?,
-            };
-            same_object(a, info)?;
-        }
-        Ok(())
-    }
-}
-
-fn mismatch(a: &ArtifactRecord) -> ApiError {
-    conflict(
-        "artifact_mismatch",
-        format!(
-            "artifact {} no longer has the registered size or SHA-256",
-            a.id
-        ),
-    )
-}
-
-/// Refuses when the store's object is gone or differs from the registered row.
-fn same_object(
-    a: &ArtifactRecord,
-    info: Option<crate::artifacts::ObjectInfo>,
-) -> Result<(), ApiError> {
-    let info = info.ok_or_else(|| {
-        conflict(
-            "artifact_missing",
-            format!("artifact {} is no longer in the store", a.id),
-        )
-    })?;
-    if i64::try_from(info.size).ok() != Some(a.size_bytes) || info.sha256 != a.sha256 {
-        return Err(mismatch(a));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -38,9 +38,7 @@ use crate::auth::{Caller, Role};
 use crate::store::escrow::{MilestoneRecord, RoomRecord, Viewer};
 use crate::store::{AuditEntry, Store};
 
-pub use artifacts::{
-    ArtifactView, DOWNLOAD_URL_TTL, NewArtifact, NewUpload, SignedUrl, UPLOAD_URL_TTL,
-};
+pub use artifacts::{ArtifactView, NewArtifact, NewUpload, SignedUrl, UrlSigner};
 pub use milestones::Resolution;
 pub use notes::{NewNote, NoteView};
 pub use rooms::{NewMilestone, NewRoom};

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use crate::ApiError;
 use crate::auth::Caller;
 use crate::error::Problem;
-use crate::escrow::{ArtifactView, Escrow, NewArtifact, NewUpload, SignedUrl};
+use crate::escrow::{ArtifactView, Escrow, NewArtifact, NewUpload, SignedUrl, UrlSigner};
 use crate::json::ApiJson;
 use crate::server::Shared;
 
@@ -18,6 +18,15 @@ fn escrow(state: &Shared) -> Escrow<'_> {
         store: &state.store,
         now_ms: state.now_ms(),
     }
+}
+
+/// The presigner with the configured URL lifetime (checked when the store was opened).
+fn signer(state: &Shared) -> Option<UrlSigner<'_>> {
+    let ttl = state.config.artifacts.as_ref()?.url_ttl().ok()?;
+    Some(UrlSigner {
+        store: state.artifacts.as_ref()?,
+        ttl,
+    })
 }
 
 /// `POST /v1/milestones/{milestone_id}/artifacts/upload-url`: a PUT URL for a new artifact,
@@ -32,7 +41,7 @@ pub async fn upload_url(
     ApiJson(body): ApiJson<NewUpload>,
 ) -> Result<(StatusCode, Json<SignedUrl>), ApiError> {
     let url = escrow(&state)
-        .upload_url(&caller, &milestone_id, body, state.artifacts.as_ref())
+        .upload_url(&caller, &milestone_id, body, signer(&state))
         .await?;
     Ok((StatusCode::CREATED, Json(url)))
 }
@@ -69,7 +78,7 @@ pub async fn list(
     ))
 }
 
-/// `GET /v1/artifacts/{artifact_id}/download-url`: a GET URL (120 s) for the owner; for the
+/// `GET /v1/artifacts/{artifact_id}/download-url`: a GET URL for the owner; for the
 /// system from submitted on; for the client once transferred. Audited before and after for
 /// everyone but the owner.
 #[utoipa::path(get, path = "/v1/artifacts/{artifact_id}/download-url", tag = "escrow", security(("bearer" = [])),
@@ -82,7 +91,7 @@ pub async fn download_url(
 ) -> Result<Json<SignedUrl>, ApiError> {
     Ok(Json(
         escrow(&state)
-            .download_url(&caller, &artifact_id, state.artifacts.as_ref())
+            .download_url(&caller, &artifact_id, signer(&state))
             .await?,
     ))
 }
