@@ -1,6 +1,6 @@
 //! The escrow scheduler: a background task in every api process that expires unfunded
-//! milestones, accepts validated ones whose inspection period ran out, and drives the
-//! settlement sagas.
+//! milestones, validates submissions (reading every artifact back from the store), accepts
+//! validated ones whose inspection period ran out, and drives the settlement sagas.
 //!
 //! Several api processes may run it against one database. Milestone moves are
 //! compare-and-set, so when two schedulers try the same move one wins and the other is
@@ -31,6 +31,8 @@ pub struct TickReport {
     pub expired: usize,
     /// Milestones accepted automatically.
     pub auto_accepted: usize,
+    /// Submissions the system validated (every artifact read back and matched).
+    pub validated: usize,
     /// What the settlement sagas did.
     pub settlements: SettlementPass,
 }
@@ -80,6 +82,22 @@ impl Scheduler {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "scheduler: reading due milestones failed"),
+        }
+        if let Some(artifacts) = &state.artifacts {
+            match state.store.milestones_submitted(BATCH).await {
+                Ok(due) => {
+                    for m in due {
+                        if self.failed.contains_key(&(m.id.clone(), m.version)) {
+                            continue;
+                        }
+                        match escrow.validate(&system, &m.id, None, Some(artifacts)).await {
+                            Ok(_) => report.validated += 1,
+                            Err(e) => self.remember_failure(&m, now_ms, &e),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler: reading submissions failed"),
+            }
         }
         if let Some(payments) = &state.payments {
             let settler = Settler {

@@ -21,11 +21,18 @@ on_both!(escrow_happy_path_and_room_trail, |db| {
     let store = db.store().await;
     let room = active_room(&store, 1).await;
     let id = room.milestones[0].id.clone();
+    let w = work().await;
     let funded = fund(&store, &id).await;
     assert_eq!(funded.state, "funded");
+    deliver(&store, &w, &id, b"the logo").await;
     let e = at(&store, T0 + 10);
-    e.submit(&bob(), &id, None).await.expect("submit");
-    let v = e.validate(&system(), &id, None).await.expect("validate");
+    e.submit(&bob(), &id, None, w.store())
+        .await
+        .expect("submit");
+    let v = e
+        .validate(&system(), &id, None, w.store())
+        .await
+        .expect("validate");
     assert_eq!(v.inspection_ends_ms, Some(T0 + 10 + INSPECTION_MS));
     let a = e
         .accept(&alice(), &id, Some(v.version))
@@ -48,6 +55,8 @@ on_both!(escrow_happy_path_and_room_trail, |db| {
                 "escrow.room.accept",
                 "escrow.payment.create",
                 "escrow.payment.succeeded",
+                "escrow.artifact.upload_url",
+                "escrow.artifact.register",
                 "escrow.milestone.submit",
                 "escrow.milestone.validate",
                 "escrow.milestone.accept",
@@ -55,7 +64,7 @@ on_both!(escrow_happy_path_and_room_trail, |db| {
         );
         assert!(trail.iter().all(|t| t.outcome == "ok"));
         assert_eq!(
-            trail[7].detail.as_deref(),
+            trail[9].detail.as_deref(),
             Some(format!("validated->accepted room={} milestone={id}", room.id).as_str())
         );
     }
@@ -74,15 +83,36 @@ on_both!(escrow_happy_path_and_room_trail, |db| {
 
 on_both!(escrow_side_exits, |db| {
     let store = db.store().await;
+    let w = work().await;
     let e = at(&store, T0);
     // Reject and resubmit, until the revisions run out.
-    let m = milestone_in(&store, MilestoneState::Validated)
+    let m = milestone_in(&store, &w, MilestoneState::Validated)
         .await
         .expect("validated");
     let r = e.reject(&alice(), &m.id, None).await.expect("reject");
     assert_eq!((r.state.as_str(), r.revisions_used), ("funded", 1));
-    e.submit(&bob(), &m.id, None).await.expect("resubmit");
-    e.validate(&system(), &m.id, None).await.expect("validate");
+    // A revision is new work: submitting needs a newly registered artifact.
+    let again = e
+        .submit(&bob(), &m.id, None, w.store())
+        .await
+        .expect_err("nothing new");
+    assert!(
+        matches!(
+            again,
+            ApiError::Conflict {
+                code: "guard_failed",
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    deliver(&store, &w, &m.id, b"revised").await;
+    e.submit(&bob(), &m.id, None, w.store())
+        .await
+        .expect("resubmit");
+    e.validate(&system(), &m.id, None, w.store())
+        .await
+        .expect("validate");
     let err = e
         .reject(&alice(), &m.id, None)
         .await
@@ -106,7 +136,7 @@ on_both!(escrow_side_exits, |db| {
     assert_eq!(auto.state, "accepted");
 
     // A dispute resolved by refund settles the room's only milestone: the room closes.
-    let d = milestone_in(&store, MilestoneState::Disputed)
+    let d = milestone_in(&store, &w, MilestoneState::Disputed)
         .await
         .expect("disputed");
     let refunded = e
@@ -116,7 +146,7 @@ on_both!(escrow_side_exits, |db| {
     assert_eq!(refunded.state, "refunded");
     let room = e.room(&alice(), &d.room_id).await.expect("room");
     assert_eq!(room.state, "closed");
-    let d = milestone_in(&store, MilestoneState::Disputed)
+    let d = milestone_in(&store, &w, MilestoneState::Disputed)
         .await
         .expect("disputed");
     let released = e
@@ -126,7 +156,7 @@ on_both!(escrow_side_exits, |db| {
     assert_eq!(released.state, "accepted");
 
     // Mutual cancel: the first request only records it.
-    let f = milestone_in(&store, MilestoneState::Funded)
+    let f = milestone_in(&store, &w, MilestoneState::Funded)
         .await
         .expect("funded");
     let one = e
@@ -189,6 +219,7 @@ const ACTIONS: [MilestoneAction; 12] = [
 /// Calls the service for `action`. Funding goes through a payment event (the only way).
 async fn perform(
     e: &Escrow<'_>,
+    w: &Work,
     c: &Caller,
     m: &MilestoneView,
     action: MilestoneAction,
@@ -203,8 +234,8 @@ async fn perform(
                 .await
                 .map(|_| ())
         }
-        MilestoneAction::Submit => e.submit(c, id, None).await.map(|_| ()),
-        MilestoneAction::Validate => e.validate(c, id, None).await.map(|_| ()),
+        MilestoneAction::Submit => e.submit(c, id, None, w.store()).await.map(|_| ()),
+        MilestoneAction::Validate => e.validate(c, id, None, w.store()).await.map(|_| ()),
         MilestoneAction::Accept => e.accept(c, id, None).await.map(|_| ()),
         MilestoneAction::AutoAccept => e.auto_accept(c, id).await.map(|_| ()),
         MilestoneAction::Reject => e.reject(c, id, None).await.map(|_| ()),
@@ -242,6 +273,7 @@ fn policy_allows(m: &MilestoneView, action: MilestoneAction, actor: Actor, now: 
 
 on_both!(escrow_every_action_by_every_role_from_every_state, |db| {
     let store = db.store().await;
+    let w = work().await;
     // (caller, the actor the policy sees, or None when the caller must be refused anyway)
     let callers = [
         (alice(), Some(Actor::Client)),
@@ -256,7 +288,7 @@ on_both!(escrow_every_action_by_every_role_from_every_state, |db| {
     let mut allowed_seen = 0;
     for &state in MilestoneState::ALL {
         for now in [T0 + 1, LATE] {
-            let Some(m) = milestone_in(&store, state).await else {
+            let Some(m) = milestone_in(&store, &w, state).await else {
                 continue;
             };
             let e = at(&store, now);
@@ -268,7 +300,7 @@ on_both!(escrow_every_action_by_every_role_from_every_state, |db| {
                         allowed.push((c.clone(), action));
                         continue;
                     }
-                    let err = perform(&e, c, &m, action)
+                    let err = perform(&e, &w, c, &m, action)
                         .await
                         .expect_err(&format!("{state} {action} by {c:?} at {now}"));
                     let (status, _) = err.status_and_code();
@@ -286,8 +318,8 @@ on_both!(escrow_every_action_by_every_role_from_every_state, |db| {
             }
             // Each allowed move, on a fresh milestone in the same state.
             for (c, action) in allowed {
-                let fresh = milestone_in(&store, state).await.expect("reachable");
-                perform(&e, &c, &fresh, action)
+                let fresh = milestone_in(&store, &w, state).await.expect("reachable");
+                perform(&e, &w, &c, &fresh, action)
                     .await
                     .unwrap_or_else(|err| panic!("{state} {action} by {c:?}: {err:?}"));
                 assert_ne!(current(&store, &fresh.id).await.version, fresh.version);
@@ -307,7 +339,8 @@ on_both!(escrow_every_action_by_every_role_from_every_state, |db| {
 
 on_both!(escrow_fifty_racing_decisions_one_winner, |db| {
     let store = db.store().await;
-    let m = milestone_in(&store, MilestoneState::Validated)
+    let w = work().await;
+    let m = milestone_in(&store, &w, MilestoneState::Validated)
         .await
         .expect("validated");
     let before = at(&store, T0)
@@ -372,7 +405,7 @@ on_both!(escrow_non_members_see_nothing, |db| {
     assert_eq!(e.rooms(&alice()).await.expect("list").len(), 1);
     assert_eq!(e.rooms(&bob()).await.expect("list").len(), 1);
     for r in [
-        e.submit(&mallory(), &id, None).await,
+        e.submit(&mallory(), &id, None, None).await,
         e.dispute(
             &caller("mallory", enclosure_api::auth::Role::Freelancer),
             &id,

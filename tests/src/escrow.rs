@@ -297,3 +297,79 @@ pub async fn money(who: &Http<'_>, milestone_id: &str) -> Value {
     assert_eq!(status, 200, "{v}");
     v
 }
+
+/// The freelancer uploads `bytes` through a presigned PUT and registers the artifact;
+/// answers its id.
+pub async fn upload_artifact(freelancer: &Http<'_>, milestone_id: &str, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let sha = hex::encode(sha2::Sha256::digest(bytes));
+    let meta = json!({"name": "work.bin", "content_type": "application/octet-stream",
+                      "size_bytes": bytes.len(), "sha256": sha});
+    let put = freelancer
+        .post_ok(
+            &format!("/v1/milestones/{milestone_id}/artifacts/upload-url"),
+            meta.clone(),
+            201,
+        )
+        .await;
+    let mut req = reqwest::Client::new()
+        .put(put["url"].as_str().expect("url"))
+        .body(bytes.to_vec());
+    for h in put["headers"].as_array().expect("headers") {
+        let (name, value) = (h[0].as_str().expect("name"), h[1].as_str().expect("value"));
+        // reqwest sets content-length from the body itself.
+        if !name.eq_ignore_ascii_case("content-length") {
+            req = req.header(name, value);
+        }
+    }
+    let resp = req.send().await.expect("upload");
+    assert!(resp.status().is_success(), "upload: {}", resp.status());
+    let id = put["artifact_id"]
+        .as_str()
+        .expect("artifact id")
+        .to_string();
+    let mut body = meta;
+    body["artifact_id"] = json!(id);
+    freelancer
+        .post_ok(
+            &format!("/v1/milestones/{milestone_id}/artifacts"),
+            body,
+            201,
+        )
+        .await;
+    id
+}
+
+/// The freelancer uploads one artifact and submits; the scheduler validates. Answers the
+/// artifact's id.
+pub async fn deliver(
+    freelancer: &Http<'_>,
+    room_id: &str,
+    milestone_id: &str,
+    bytes: &[u8],
+) -> String {
+    let id = upload_artifact(freelancer, milestone_id, bytes).await;
+    freelancer
+        .post_ok(
+            &format!("/v1/milestones/{milestone_id}/submit"),
+            json!({}),
+            200,
+        )
+        .await;
+    wait_state(freelancer, room_id, milestone_id, "validated").await;
+    id
+}
+
+/// Polls until the milestone's first settlement is done (the step is written just after the
+/// milestone moves); answers the money view.
+pub async fn wait_settled(who: &Http<'_>, milestone_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mv = money(who, milestone_id).await;
+        if mv["settlements"][0]["step"] == "done" {
+            return mv;
+        }
+        assert!(Instant::now() < deadline, "never settled: {mv}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

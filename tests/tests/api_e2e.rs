@@ -165,6 +165,7 @@ async fn whole_flow(backend: Backend) {
     assert_eq!(
         paths,
         [
+            "/v1/artifacts/{artifact_id}/download-url",
             "/v1/attestation",
             "/v1/audit",
             "/v1/health",
@@ -173,6 +174,8 @@ async fn whole_flow(backend: Backend) {
             "/v1/keys/{key_id}",
             "/v1/keys/{key_id}/sign",
             "/v1/milestones/{milestone_id}/accept",
+            "/v1/milestones/{milestone_id}/artifacts",
+            "/v1/milestones/{milestone_id}/artifacts/upload-url",
             "/v1/milestones/{milestone_id}/auto-accept",
             "/v1/milestones/{milestone_id}/cancel",
             "/v1/milestones/{milestone_id}/dispute",

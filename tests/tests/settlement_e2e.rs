@@ -8,7 +8,8 @@ use std::time::Duration;
 use enclosure_api::auth::Role;
 use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
 use enclosure_tests::escrow::{
-    Http, Sandbox, Terms, active_room, fund_and_pay, milestone_state, money, now_ms, wait_state,
+    Http, Sandbox, Terms, active_room, deliver, fund_and_pay, milestone_state, money, now_ms,
+    wait_settled, wait_state,
 };
 use serde_json::{Value, json};
 
@@ -20,23 +21,6 @@ fn settings() -> ApiSettings {
         settlement_lease_ms: Some(2_000),
         ..ApiSettings::default()
     }
-}
-
-/// The freelancer submits and the system validates.
-async fn deliver(bob: &Http<'_>, system: &Http<'_>, milestone_id: &str) {
-    bob.post_ok(
-        &format!("/v1/milestones/{milestone_id}/submit"),
-        json!({}),
-        200,
-    )
-    .await;
-    system
-        .post_ok(
-            &format!("/v1/milestones/{milestone_id}/validate"),
-            json!({}),
-            200,
-        )
-        .await;
 }
 
 macro_rules! on_both {
@@ -64,7 +48,6 @@ async fn the_swap_pays_out_once_less_the_fee(backend: Backend) {
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
-    let system = Http::new(&stack, "validator", Role::System);
     let (room, ms) = active_room(&alice, &bob, "bob", 500, 86_400_000, &[Terms::default()]).await;
     let m = &ms[0];
 
@@ -93,13 +76,23 @@ async fn the_swap_pays_out_once_less_the_fee(backend: Backend) {
     wait_state(&alice, &room, m, "funded").await;
     assert_eq!(money(&alice, m).await["payment"]["state"], "escrowed");
 
-    deliver(&bob, &system, m).await;
+    let work = b"the logo, final";
+    let artifact = deliver(&bob, &room, m, work).await;
+    // Validated, not yet swapped: the client may not download.
+    let (status, v) = alice
+        .get(&format!("/v1/artifacts/{artifact}/download-url"))
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("artifact_locked")),
+        "{v}"
+    );
     alice
         .post_ok(&format!("/v1/milestones/{m}/accept"), json!({}), 200)
         .await;
     wait_state(&alice, &room, m, "transferred").await;
 
-    let mv = money(&bob, m).await;
+    let mv = wait_settled(&bob, m).await;
     assert_eq!(mv["payment"]["state"], "released", "{mv}");
     let s = &mv["settlements"][0];
     assert_eq!(
@@ -112,6 +105,18 @@ async fn the_swap_pays_out_once_less_the_fee(backend: Backend) {
         ),
         "{mv}"
     );
+    // The swap granted the download: the client fetches exactly the validated bytes.
+    let (status, url) = alice
+        .get(&format!("/v1/artifacts/{artifact}/download-url"))
+        .await;
+    assert_eq!(status, 200, "{url}");
+    let got = reqwest::get(url["url"].as_str().expect("url"))
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(&got[..], work);
     let at_provider = sandbox.payment(&pid).await;
     assert_eq!(at_provider["status"], "transferred", "{at_provider}");
     assert_eq!(sandbox.count_events("transfer.paid", &pid).await, 1);
@@ -165,12 +170,11 @@ async fn a_crash_between_saga_steps_loses_and_repeats_nothing(backend: Backend) 
     let (room, ms, pids) = {
         let alice = Http::new(&stack, "alice", Role::Client);
         let bob = Http::new(&stack, "bob", Role::Freelancer);
-        let system = Http::new(&stack, "validator", Role::System);
         let (room, ms) = active_room(&alice, &bob, "bob", 250, 86_400_000, &terms).await;
         let mut pids = Vec::new();
         for m in &ms {
             pids.push(fund_and_pay(&alice, &sandbox, &room, m).await);
-            deliver(&bob, &system, m).await;
+            deliver(&bob, &room, m, b"the logo, final").await;
         }
         (room, ms, pids)
     };
@@ -193,19 +197,8 @@ async fn a_crash_between_saga_steps_loses_and_repeats_nothing(backend: Backend) 
         stack.start_api(0).await;
         let alice = Http::new(&stack, "alice", Role::Client);
         wait_state(&alice, &room, &ms[i], "transferred").await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let mv = money(&alice, &ms[i]).await;
-            assert_eq!(mv["payment"]["state"], "released", "{point}: {mv}");
-            if mv["settlements"][0]["step"] == "done" {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{point}: never done: {mv}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mv = wait_settled(&alice, &ms[i]).await;
+        assert_eq!(mv["payment"]["state"], "released", "{point}: {mv}");
         assert_eq!(
             sandbox.count_events("transfer.paid", &pids[i]).await,
             1,

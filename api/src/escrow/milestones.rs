@@ -6,11 +6,13 @@ use enclosure_policy::escrow::{
     milestone_transition, payment_transition,
 };
 
+use super::artifacts::Check;
 use super::{
     Escrow, MilestoneView, PaymentView, Subject, actor_in, check_version, ever_allowed, facts,
     lost_race, refused, viewer,
 };
 use crate::ApiError;
+use crate::artifacts::ArtifactStore;
 use crate::auth::{Caller, Role};
 use crate::store::escrow::{
     MilestoneChange, MilestoneRecord, Moved, PaymentEventWrite, PaymentRecord, RoomRecord,
@@ -65,6 +67,20 @@ impl Escrow<'_> {
         milestone_id: &str,
         action: MilestoneAction,
         expected_version: Option<i64>,
+    ) -> Result<MilestoneView, ApiError> {
+        self.act_checked(caller, milestone_id, action, expected_version, Check::None)
+            .await
+    }
+
+    /// [`act`](Self::act) with an artifact check between the policy's yes and the write, so
+    /// a wrong role or state is refused as such before the artifact store is asked anything.
+    async fn act_checked(
+        &self,
+        caller: &Caller,
+        milestone_id: &str,
+        action: MilestoneAction,
+        expected_version: Option<i64>,
+        check: Check<'_>,
     ) -> Result<MilestoneView, ApiError> {
         let mut subject = Subject {
             milestone_id: Some(milestone_id.to_string()),
@@ -128,6 +144,7 @@ impl Escrow<'_> {
                 let to = milestone_transition(m.state, action, actor, &f).map_err(refused)?;
                 change_for(action, to, &room, &m, self.now_ms)
             };
+            self.check_artifacts(caller, &m, check).await?;
             match self
                 .store
                 .move_milestone(viewer(caller), &m, change, self.now_ms)
@@ -149,34 +166,44 @@ impl Escrow<'_> {
             .await
     }
 
-    /// The freelancer submits the uploaded work of a funded milestone (its artifacts freeze).
+    /// The freelancer submits the uploaded work of a funded milestone: at least one artifact
+    /// registered since the last submission, each still in `artifacts` with its registered
+    /// size and SHA-256 (409 `guard_failed`, `artifact_missing`, `artifact_mismatch`; 503
+    /// `artifacts_unavailable` without a store). The move freezes them in the same write.
     pub async fn submit(
         &self,
         caller: &Caller,
         milestone_id: &str,
         expected_version: Option<i64>,
+        artifacts: Option<&ArtifactStore>,
     ) -> Result<MilestoneView, ApiError> {
-        self.act(
+        self.act_checked(
             caller,
             milestone_id,
             MilestoneAction::Submit,
             expected_version,
+            Check::Submission(artifacts),
         )
         .await
     }
 
-    /// The system validated a submission; the client's inspection period starts.
+    /// The system validates a submission: it reads every frozen artifact back from
+    /// `artifacts` and hashes it itself, and moves to validated only when all match (409
+    /// `artifact_missing` or `artifact_mismatch` otherwise, the state unchanged); the
+    /// client's inspection period starts. The scheduler calls this as the system.
     pub async fn validate(
         &self,
         caller: &Caller,
         milestone_id: &str,
         expected_version: Option<i64>,
+        artifacts: Option<&ArtifactStore>,
     ) -> Result<MilestoneView, ApiError> {
-        self.act(
+        self.act_checked(
             caller,
             milestone_id,
             MilestoneAction::Validate,
             expected_version,
+            Check::Validation(artifacts),
         )
         .await
     }

@@ -23,6 +23,7 @@
 //! milestone and the move. Attempts by callers who can see the room are also linked to it,
 //! so the room's members read them in the room's trail.
 
+mod artifacts;
 mod funding;
 mod milestones;
 mod notes;
@@ -39,6 +40,7 @@ use crate::auth::{Caller, Role};
 use crate::store::escrow::{MilestoneRecord, RoomRecord, Viewer};
 use crate::store::{AuditEntry, Store};
 
+pub use artifacts::{ArtifactView, NewArtifact, NewUpload, SignedUrl, UrlSigner};
 pub use funding::{MoneyView, SettlementView, WebhookOutcome, body_digest, system_caller};
 pub use milestones::Resolution;
 pub use notes::{NewNote, NoteView};

@@ -166,18 +166,51 @@ macro_rules! transition_route {
     };
 }
 
-transition_route!(
-    submit,
-    "/v1/milestones/{milestone_id}/submit",
-    "The freelancer submits (artifacts freeze).",
-    |e, c, id, v| e.submit(&c, &id, v)
-);
-transition_route!(
-    validate,
-    "/v1/milestones/{milestone_id}/validate",
-    "The system validated the submission.",
-    |e, c, id, v| e.validate(&c, &id, v)
-);
+/// `POST /v1/milestones/{milestone_id}/submit`: the freelancer submits; each registered
+/// artifact is checked against the store, then frozen.
+#[utoipa::path(post, path = "/v1/milestones/{milestone_id}/submit", tag = "escrow", security(("bearer" = [])),
+    params(("milestone_id" = String, Path, description = "Milestone id"), ("Idempotency-Key" = String, Header, description = "Required on every mutating request; scoped to the caller")), request_body = Decision,
+    responses((status = 200, body = MilestoneView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn submit(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(milestone_id): Path<String>,
+    ApiJson(body): ApiJson<Decision>,
+) -> Result<Json<MilestoneView>, ApiError> {
+    Ok(Json(
+        escrow(&state)
+            .submit(
+                &caller,
+                &milestone_id,
+                body.expected_version,
+                state.artifacts.as_ref(),
+            )
+            .await?,
+    ))
+}
+
+/// `POST /v1/milestones/{milestone_id}/validate`: the system validates the submission after
+/// hashing every frozen artifact itself.
+#[utoipa::path(post, path = "/v1/milestones/{milestone_id}/validate", tag = "escrow", security(("bearer" = [])),
+    params(("milestone_id" = String, Path, description = "Milestone id"), ("Idempotency-Key" = String, Header, description = "Required on every mutating request; scoped to the caller")), request_body = Decision,
+    responses((status = 200, body = MilestoneView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn validate(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(milestone_id): Path<String>,
+    ApiJson(body): ApiJson<Decision>,
+) -> Result<Json<MilestoneView>, ApiError> {
+    Ok(Json(
+        escrow(&state)
+            .validate(
+                &caller,
+                &milestone_id,
+                body.expected_version,
+                state.artifacts.as_ref(),
+            )
+            .await?,
+    ))
+}
 transition_route!(
     accept,
     "/v1/milestones/{milestone_id}/accept",

@@ -1,6 +1,7 @@
 //! HTTP routes under `/v1`, registered together with their OpenAPI descriptions so the
 //! served document cannot drift from the routes.
 
+pub mod artifacts;
 pub mod attestation;
 pub mod audit;
 pub mod escrow;
@@ -70,6 +71,9 @@ pub fn router_and_spec(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(payments::fund))
         .routes(routes!(payments::money))
         .routes(routes!(payments::webhook))
+        .routes(routes!(artifacts::upload_url))
+        .routes(routes!(artifacts::register, artifacts::list))
+        .routes(routes!(artifacts::download_url))
         .with_state(state)
         .split_for_parts();
     let json = spec.clone();

@@ -11,6 +11,8 @@
 //! (and to the system, admins and reviewers; artifacts never to admins or reviewers).
 //! On SQLite, which has no roles, each read also filters by membership in its SQL.
 
+#[path = "escrow_artifacts.rs"]
+mod artifacts;
 #[path = "escrow_milestones.rs"]
 mod milestones;
 #[path = "escrow_notes.rs"]
@@ -24,6 +26,7 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, check_owner};
 
+pub use artifacts::{ArtifactRecord, Registered};
 pub use milestones::{MilestoneChange, PaymentEventWrite};
 pub use notes::NoteRecord;
 pub use settlement::{ProviderEventRecord, SettlementChange, SettlementRecord};
