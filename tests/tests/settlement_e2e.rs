@@ -408,3 +408,39 @@ async fn refunds_return_the_escrow_once(backend: Backend) {
     assert_eq!(r["state"], "closed", "every milestone settled: {r}");
 }
 on_both!(refunds, refunds_return_the_escrow_once);
+
+/// Two api processes on one database, each running its scheduler: every swap is claimed by
+/// one of them and pays out exactly once.
+async fn two_schedulers_pay_each_swap_once(backend: Backend) {
+    let stack = ApiStack::start(backend, 2, settings()).await;
+    let sandbox = Sandbox::of(&stack);
+    let alice = Http::new(&stack, "alice", Role::Client);
+    let bob = Http::new(&stack, "bob", Role::Freelancer);
+    let terms = vec![Terms::default(); 4];
+    let (room, ms) = active_room(&alice, &bob, "bob", 100, 86_400_000, &terms).await;
+    let mut pids = Vec::new();
+    for m in &ms {
+        pids.push(fund_and_pay(&alice, &sandbox, &room, m).await);
+        deliver(&bob, &room, m, m.as_bytes()).await;
+    }
+    // Accept all at once; both schedulers race for the sagas.
+    let accept = |m: &str| {
+        let path = format!("/v1/milestones/{m}/accept");
+        let alice = &alice;
+        async move { alice.post_ok(&path, json!({}), 200).await }
+    };
+    tokio::join!(
+        accept(&ms[0]),
+        accept(&ms[1]),
+        accept(&ms[2]),
+        accept(&ms[3])
+    );
+    for (m, pid) in ms.iter().zip(&pids) {
+        let mv = wait_settled(&alice, m).await;
+        assert_eq!(mv["settlements"][0]["amount_minor"], 49_500, "{mv}");
+        assert_eq!(sandbox.count_events("transfer.paid", pid).await, 1);
+    }
+    let (_, r) = alice.get(&format!("/v1/rooms/{room}")).await;
+    assert_eq!(r["state"], "closed", "{r}");
+}
+on_both!(two_schedulers, two_schedulers_pay_each_swap_once);
