@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
 use crate::ApiError;
@@ -55,9 +56,9 @@ pub async fn enforce(State(state): State<Shared>, req: Request, next: Next) -> R
         }
     };
     let (parts, body) = req.into_parts();
-    let body = match to_bytes(body, state.body_limit()).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    let body = match read_limited(body, state.body_limit()).await {
+        Some(b) => b,
+        None => return ApiError::PayloadTooLarge.into_response(),
     };
     let fingerprint = request_hash(&parts.method, parts.uri.path(), &body);
     let now = state.now_ms();
@@ -125,4 +126,28 @@ fn replay(status: u16, body: Vec<u8>) -> Response {
     resp.headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     resp
+}
+
+/// How much of an oversized body is read and dropped before the 413 goes out.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The body if it fits in `limit` bytes. An oversized one is read on and dropped (up to
+/// [`DRAIN_LIMIT`] more) before the caller answers 413: answering while the client is still
+/// sending, then closing, makes the kernel reset the connection, and the client may lose the
+/// 413 it was sent.
+async fn read_limited(body: Body, limit: usize) -> Option<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit.saturating_add(DRAIN_LIMIT) {
+            return None;
+        }
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    (seen <= limit).then(|| Bytes::from(buf))
 }
