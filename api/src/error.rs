@@ -131,18 +131,24 @@ pub fn audit_outcome<T>(result: &Result<T, ApiError>) -> (&'static str, Option<&
     match result {
         Ok(_) => ("ok", None),
         Err(e) => {
-            let (status, code) = e.status_and_code();
-            let outcome = if status.is_server_error() {
-                "error"
-            } else {
-                "refused"
-            };
+            let (outcome, code) = e.audit_outcome();
             (outcome, Some(code))
         }
     }
 }
 
 impl ApiError {
+    /// How an audit row records this failure: `("refused" | "error", code)`.
+    pub fn audit_outcome(&self) -> (&'static str, &'static str) {
+        let (status, code) = self.status_and_code();
+        let outcome = if status.is_server_error() {
+            "error"
+        } else {
+            "refused"
+        };
+        (outcome, code)
+    }
+
     /// The HTTP status and the stable machine-readable code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {

@@ -343,14 +343,8 @@ impl Escrow<'_> {
             Ok(signed(&artifact_id, p))
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.artifact.upload_url",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.artifact.upload_url", &subject, &result)
+            .await;
         result
     }
 
@@ -431,14 +425,8 @@ impl Escrow<'_> {
             }
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.artifact.register",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.artifact.register", &subject, &result)
+            .await;
         result
     }
 

@@ -14,7 +14,7 @@ use crate::ApiError;
 use crate::auth::{Caller, Role};
 use crate::payments::events::ProviderEvent;
 use crate::payments::{CreatePayment, PROVIDER_NAME, PaymentProvider, ProviderError};
-use crate::store::escrow::{PaymentRecord, ProviderEventRecord};
+use crate::store::escrow::ProviderEventRecord;
 
 /// The caller the system's own work is done and audited as.
 pub fn system_caller(name: &str) -> Caller {
@@ -121,19 +121,13 @@ impl Escrow<'_> {
                     detail: "the provider created a payment for other terms".into(),
                 });
             }
-            let p = PaymentRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                milestone_id: m.id.clone(),
-                room_id: room.id.clone(),
-                provider: PROVIDER_NAME.to_string(),
-                provider_payment_id: created.id.clone(),
-                amount_minor: m.price_minor,
-                currency: room.currency.clone(),
-                state: enclosure_policy::escrow::PaymentState::Pending,
-                created_at_ms: self.now_ms,
-                updated_at_ms: self.now_ms,
-                version: 0,
-            };
+            let p = super::milestones::pending_payment(
+                &room,
+                &m,
+                PROVIDER_NAME,
+                &created.id,
+                self.now_ms,
+            );
             match self.store.insert_payment(&p).await {
                 Ok(()) => {
                     subject.moved = Some("->pending".into());
@@ -149,14 +143,8 @@ impl Escrow<'_> {
             }
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.payment.fund",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.payment.fund", &subject, &result)
+            .await;
         result
     }
 

@@ -382,32 +382,14 @@ impl Escrow<'_> {
                     detail: "payments are created for open milestones of active rooms".into(),
                 });
             }
-            let p = PaymentRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                milestone_id: m.id.clone(),
-                room_id: room.id.clone(),
-                provider: provider.to_string(),
-                provider_payment_id: provider_payment_id.to_string(),
-                amount_minor: m.price_minor,
-                currency: room.currency.clone(),
-                state: enclosure_policy::escrow::PaymentState::Pending,
-                created_at_ms: self.now_ms,
-                updated_at_ms: self.now_ms,
-                version: 0,
-            };
+            let p = pending_payment(&room, &m, provider, provider_payment_id, self.now_ms);
             self.store.insert_payment(&p).await?;
             subject.moved = Some("->pending".into());
             Ok(PaymentView::from(&p))
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.payment.create",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.payment.create", &subject, &result)
+            .await;
         result
     }
 
@@ -492,14 +474,7 @@ impl Escrow<'_> {
         settled_room: Option<String>,
         result: Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            action_name,
-            subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, action_name, subject, &result).await;
         if let Some(room_id) = settled_room {
             self.close_if_settled(&room_id).await;
         }
@@ -516,5 +491,28 @@ fn facts_both_cancelled(
         client_cancelled: true,
         freelancer_cancelled: true,
         ..*f
+    }
+}
+
+/// A new pending payment of a milestone's price, in its room's currency.
+pub(super) fn pending_payment(
+    room: &RoomRecord,
+    m: &MilestoneRecord,
+    provider: &str,
+    provider_payment_id: &str,
+    now_ms: i64,
+) -> PaymentRecord {
+    PaymentRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        milestone_id: m.id.clone(),
+        room_id: room.id.clone(),
+        provider: provider.to_string(),
+        provider_payment_id: provider_payment_id.to_string(),
+        amount_minor: m.price_minor,
+        currency: room.currency.clone(),
+        state: enclosure_policy::escrow::PaymentState::Pending,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        version: 0,
     }
 }

@@ -154,6 +154,18 @@ struct Subject {
 }
 
 impl Escrow<'_> {
+    /// [`Escrow::audit`] for an attempt by `caller`.
+    async fn audit_as<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        subject: &Subject,
+        result: &Result<T, ApiError>,
+    ) {
+        self.audit(&caller.sub, caller.role.as_str(), action, subject, result)
+            .await;
+    }
+
     /// Appends the audit row for one attempt and links it to its room when the caller sees
     /// the room. A failure to audit is logged; the attempt's own result stands.
     async fn audit<T>(

@@ -99,14 +99,8 @@ impl Escrow<'_> {
             Ok(NoteView::from(&note))
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.note.add",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.note.add", &subject, &result)
+            .await;
         result
     }
 

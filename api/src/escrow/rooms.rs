@@ -144,14 +144,8 @@ impl Escrow<'_> {
             Ok(RoomView::new(&room, &milestones))
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.room.create",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.room.create", &subject, &result)
+            .await;
         result
     }
 
@@ -248,14 +242,8 @@ impl Escrow<'_> {
             }
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.room.accept",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.room.accept", &subject, &result)
+            .await;
         result
     }
 
@@ -312,14 +300,8 @@ impl Escrow<'_> {
             }
         }
         .await;
-        self.audit(
-            &caller.sub,
-            caller.role.as_str(),
-            "escrow.room.cancel",
-            &subject,
-            &result,
-        )
-        .await;
+        self.audit_as(caller, "escrow.room.cancel", &subject, &result)
+            .await;
         result
     }
 

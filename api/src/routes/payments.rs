@@ -177,16 +177,8 @@ async fn audit_delivery(
     result: &Result<(), &ApiError>,
 ) {
     let (outcome, detail) = match result {
-        Ok(()) => ("ok".to_string(), String::new()),
-        Err(e) => {
-            let (status, code) = e.status_and_code();
-            let outcome = if status.is_server_error() {
-                "error"
-            } else {
-                "refused"
-            };
-            (outcome.to_string(), code.to_string())
-        }
+        Ok(()) => ("ok", ""),
+        Err(e) => e.audit_outcome(),
     };
     let what = event
         .map(|e| {
@@ -205,7 +197,7 @@ async fn audit_delivery(
         identity_id: None,
         key_id: None,
         ticket_id: None,
-        outcome,
+        outcome: outcome.to_string(),
         detail: Some(format!("{detail}{what}").trim().to_string()),
         at_ms: now_ms,
     };
