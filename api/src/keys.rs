@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::ApiError;
 use crate::auth::Caller;
 use crate::server::AppState;
-use crate::store::{AuditEntry, KeyRecord, TicketRecord};
+use crate::store::{AuditEntry, KeyRecord, RateLimitHit, TicketAdmission, TicketRecord};
 
 /// Longest identity name.
 pub const MAX_NAME_LEN: usize = 200;
@@ -164,35 +164,37 @@ pub async fn list_identities(
         .collect())
 }
 
-/// Rate limits per user and per identity; over either, 429 with Retry-After.
-async fn rate_limit(state: &AppState, caller: &Caller, identity_id: &str) -> Result<(), ApiError> {
+/// Rate-limit scopes, in the order of the hits [`rate_limit_hits`] makes.
+const RATE_LIMIT_SCOPES: [&str; 2] = ["user", "identity"];
+
+/// The per-user and per-identity counters a key operation counts against, and the
+/// Retry-After (seconds) for a refusal: the rest of the current minute.
+fn rate_limit_hits(
+    state: &AppState,
+    caller: &Caller,
+    identity_id: &str,
+    now: i64,
+) -> ([RateLimitHit; 2], u64) {
     let window_ms = 60_000;
-    let now = state.now_ms();
     let window_start = now - now.rem_euclid(window_ms);
     let retry_after = ((window_start + window_ms - now) / 1000 + 1) as u64;
     let limits = &state.config.rate_limits;
-    let checks = [
-        (
-            "user",
-            format!("user:{}", caller.sub),
-            limits.per_user_per_minute,
-        ),
-        (
-            "identity",
-            format!("identity:{identity_id}"),
-            limits.per_identity_per_minute,
-        ),
-    ];
-    for (scope, bucket, limit) in checks {
-        let count = state
-            .store
-            .rate_limit_hit(&bucket, window_start, window_ms)
-            .await?;
-        if count > u64::from(limit) {
-            return Err(ApiError::RateLimited { scope, retry_after });
-        }
-    }
-    Ok(())
+    let hit = |bucket: String, limit: u32| RateLimitHit {
+        bucket,
+        window_start_ms: window_start,
+        window_ms,
+        limit: u64::from(limit),
+    };
+    (
+        [
+            hit(format!("user:{}", caller.sub), limits.per_user_per_minute),
+            hit(
+                format!("identity:{identity_id}"),
+                limits.per_identity_per_minute,
+            ),
+        ],
+        retry_after,
+    )
 }
 
 /// One key operation, as its ticket binds it.
@@ -203,7 +205,8 @@ struct KeyOp<'a> {
     payload: &'a [u8],
 }
 
-/// Issues, stores and claims a ticket, then sends `make(ticket)` to the enclave.
+/// Counts the rate limits and issues, stores and claims a ticket (one group-committed store
+/// job), then sends `make(ticket)` to the enclave.
 async fn run_key_op(
     state: &AppState,
     caller: &Caller,
@@ -217,34 +220,43 @@ async fn run_key_op(
         key_id,
         payload,
     } = key_op;
-    rate_limit(state, caller, identity_id).await?;
-    state.readiness.require()?;
     let now_ms = state.now_ms();
     let ticket = state
         .tickets
         .issue(op, identity_id, key_id, payload, (now_ms / 1000) as u64)
         .map_err(|e| ApiError::Internal(format!("issuing a ticket: {e}")))?;
     let ticket_id = hex::encode(ticket.claims.ticket_id);
-    subject.ticket_id = Some(ticket_id.clone());
-    state
-        .store
-        .insert_ticket(&TicketRecord {
-            ticket_id: ticket_id.clone(),
-            operation: op.as_str().to_string(),
-            identity_id: identity_id.to_string(),
-            key_id: key_id.to_string(),
-            owner: caller.sub.clone(),
-            payload_sha384: ticket.claims.payload_sha384.to_vec(),
-            issued_at_ms: (ticket.claims.issued_at * 1000) as i64,
-            expires_at_ms: (ticket.claims.expires_at * 1000) as i64,
-        })
-        .await?;
-    // One atomic statement marks the ticket used; only the winner may use it.
-    if !state.store.claim_ticket(&ticket_id, state.now_ms()).await? {
-        return Err(ApiError::Internal(
-            "a fresh ticket could not be claimed".into(),
-        ));
+    let record = TicketRecord {
+        ticket_id: ticket_id.clone(),
+        operation: op.as_str().to_string(),
+        identity_id: identity_id.to_string(),
+        key_id: key_id.to_string(),
+        owner: caller.sub.clone(),
+        payload_sha384: ticket.claims.payload_sha384.to_vec(),
+        issued_at_ms: (ticket.claims.issued_at * 1000) as i64,
+        expires_at_ms: (ticket.claims.expires_at * 1000) as i64,
+    };
+    let (hits, retry_after) = rate_limit_hits(state, caller, identity_id, now_ms);
+    // Only the winner of this one atomic step may use the ticket: it is recorded already
+    // claimed, so no other process can ever claim it.
+    match state.store.admit_ticket(&record, &hits, now_ms).await? {
+        TicketAdmission::Claimed => {}
+        TicketAdmission::RateLimited { index } => {
+            return Err(ApiError::RateLimited {
+                scope: RATE_LIMIT_SCOPES.get(index).copied().unwrap_or("user"),
+                retry_after,
+            });
+        }
+        _ => {
+            return Err(ApiError::Internal(
+                "a fresh ticket could not be claimed".into(),
+            ));
+        }
     }
+    subject.ticket_id = Some(ticket_id);
+    // Checked after the counters, as before; a ticket claimed here and then not sent is
+    // never usable by anyone.
+    state.readiness.require()?;
     match state.enclave.call(make(ticket)).await {
         Ok(r) => Ok(r),
         Err(e) => {

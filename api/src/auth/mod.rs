@@ -45,6 +45,7 @@
 //! `ENCLOSURE_AUTH_*` variables ([`AuthSettings::apply_env`]), checked for the mode by
 //! [`AuthConfig::from_settings`].
 
+mod cache;
 mod config;
 mod dev;
 mod error;

@@ -39,6 +39,36 @@ fn dev_tokens_verify_against_the_dev_configuration() {
 }
 
 #[test]
+fn a_remembered_token_answers_only_as_verification_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let token = mint_dev_token(dir.path(), "alice", Role::Client, HOUR, now).unwrap();
+    let auth = Authenticator::new(&AuthConfig::dev(dir.path())).unwrap();
+    assert_eq!(auth.verify(&token, now).unwrap().sub, "alice");
+    assert_eq!(
+        auth.verify(&token, now).unwrap().sub,
+        "alice",
+        "from the cache"
+    );
+    // Earlier than its iat (beyond leeway) and after its expiry it still fails.
+    assert!(matches!(
+        auth.verify(&token, now - HOUR),
+        Err(AuthError::NotYetValid)
+    ));
+    assert!(matches!(
+        auth.verify(&token, now + HOUR + Duration::from_secs(31)),
+        Err(AuthError::Expired)
+    ));
+    // A tampered copy is a different token: verified, and refused.
+    let mut tampered = token.clone();
+    tampered.pop();
+    assert!(auth.verify(&tampered, now).is_err());
+    // Reloading the keys forgets what was verified under the old ones.
+    auth.reload_keys().unwrap();
+    assert_eq!(auth.verify(&token, now).unwrap().sub, "alice");
+}
+
+#[test]
 fn production_refuses_the_dev_key() {
     let dir = tempfile::tempdir().unwrap();
     let paths = ensure_dev_key(dir.path()).unwrap();

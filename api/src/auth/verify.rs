@@ -9,6 +9,9 @@
 //! 3. Our own time checks against the `now` we are given (not a clock read inside the library,
 //!    so tests and callers control time): exp, nbf when present, iat not in the future, and a
 //!    maximum lifetime. Then `sub` and `role`.
+//!
+//! A token that passed all of this is remembered for a short while (`cache.rs`), so the same
+//! token again skips the signature check while the answer would be the same.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -19,6 +22,7 @@ use jsonwebtoken::errors::ErrorKind;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::cache::{VerifiedTokens, token_digest};
 use super::config::{AuthConfig, KeySource};
 use super::keys::KeySet;
 use super::{AuthError, Caller, JwtAlgorithm, MAX_SUB_LEN, Role, unix_seconds};
@@ -34,6 +38,8 @@ pub struct Authenticator {
     /// Swapped whole by `reload_keys`, so a verification sees the old set or the new one.
     keys: RwLock<Arc<KeySet>>,
     validation: jsonwebtoken::Validation,
+    /// Recently verified tokens (by digest), emptied when the keys change.
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -84,6 +90,7 @@ impl Authenticator {
             config: config.clone(),
             keys: RwLock::new(Arc::new(keys)),
             validation,
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -96,6 +103,11 @@ impl Authenticator {
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
+        }
+        let now = unix_seconds(now);
+        let digest = token_digest(token);
+        if let Some(caller) = self.verified.get(&digest, now) {
+            return Ok(caller);
         }
         let mut parts = token.split('.');
         let (Some(header), Some(_), Some(_), None) =
@@ -119,7 +131,9 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<RawClaims>(token, key, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?
             .claims;
-        self.check_claims(claims, unix_seconds(now))
+        let (caller, expires) = self.check_claims(claims, now)?;
+        self.verified.put(digest, caller.clone(), now, expires);
+        Ok(caller)
     }
 
     /// Reads the key files again (after a rotation at the issuer). On failure the current keys
@@ -128,6 +142,8 @@ impl Authenticator {
         let keys = load_keys(&self.config)?;
         tracing::info!(kids = ?keys.kids(), "JWT keys reloaded");
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        // A token verified under a key that is now gone must not keep passing.
+        self.verified.clear();
         Ok(())
     }
 
@@ -139,7 +155,8 @@ impl Authenticator {
             .clone()
     }
 
-    fn check_claims(&self, claims: RawClaims, now: u64) -> Result<Caller, AuthError> {
+    /// The caller, and the second from which the token counts as expired (leeway included).
+    fn check_claims(&self, claims: RawClaims, now: u64) -> Result<(Caller, u64), AuthError> {
         let exp = numeric_date(claims.exp, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
         let iat = numeric_date(claims.iat, "iat")?.ok_or(AuthError::MissingClaim("iat"))?;
         if now >= exp.saturating_add(self.config.leeway_secs) {
@@ -174,7 +191,10 @@ impl Authenticator {
             None => return Err(AuthError::MissingClaim("role")),
             Some(_) => return Err(AuthError::BadRole),
         };
-        Ok(Caller { sub, role })
+        Ok((
+            Caller { sub, role },
+            exp.saturating_add(self.config.leeway_secs),
+        ))
     }
 }
 

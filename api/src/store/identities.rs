@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, check_owner, role};
+use super::{Backend, Store, StoreError, check_owner, role};
 
 /// A named identity owned by one caller (the JWT `sub`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,16 +146,24 @@ impl Store {
         owner: &str,
         key_id: &str,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let mut tx = self.scoped(owner, role::USER).await?;
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT key_id, identity_id, owner, public_key_der, key_certificate, created_at_ms, \
              destroyed_at_ms FROM keys WHERE owner = $1 AND key_id = $2 AND destroyed_at_ms IS NULL",
         )
         .bind(owner)
-        .bind(key_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(key_id);
+        let row = match self.inner.backend {
+            // Every key operation reads its key first. SQLite has no row-level security to
+            // scope, and a lone SELECT is its own transaction: one hand-off to SQLite's
+            // worker thread instead of three.
+            Backend::Sqlite => query.fetch_optional(self.pool()).await?,
+            Backend::Postgres => {
+                let mut tx = self.scoped(owner, role::USER).await?;
+                let row = query.fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row
+            }
+        };
         row.as_ref().map(key_from).transpose()
     }
 

@@ -29,9 +29,10 @@
 //!
 //! # Throughput
 //!
-//! The durable writes every key operation makes (its ticket claim, its audit rows) are
-//! group-committed by one writer task per [`Store`]: concurrent requests share one
-//! transaction and one disk wait. Writes whose loss in a crash is harmless (ticket inserts,
+//! The durable writes every key operation makes (its rate-limit counts and claimed ticket in
+//! one job, its audit rows in another) are group-committed by one writer task per [`Store`]:
+//! concurrent requests share one transaction, one disk wait and, for admissions, the same
+//! few statements. Writes whose loss in a crash is harmless (ticket inserts,
 //! rate-limit counters, idempotency records) go through a second pool whose commits do not
 //! wait for the disk; see `Durability` in this module's source.
 
@@ -65,7 +66,7 @@ pub use idempotency::{
     IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IDEMPOTENCY_RUNNING_LEASE_MS, IdempotencyBegin,
 };
 pub use identities::{Identity, KeyRecord};
-pub use tickets::TicketRecord;
+pub use tickets::{RateLimitHit, TicketAdmission, TicketRecord};
 
 /// Where the api keeps its records.
 #[derive(Clone)]
@@ -359,6 +360,9 @@ async fn open_pool(
 ) -> Result<AnyPool, StoreError> {
     AnyPoolOptions::new()
         .max_connections(max)
+        // A pool check is one more hand-off to SQLite's worker thread per statement, and an
+        // embedded file does not go stale the way a network connection does.
+        .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 let setup = match (backend, durability) {

@@ -3,24 +3,27 @@
 //!
 //! A durable commit waits for the disk (about a millisecond here, several under I/O load), so
 //! one commit per write caps a process at roughly a thousand writes a second. Instead, the
-//! writes every request must make durably — ticket claims and audit appends — are queued to
-//! this task. It takes everything queued (up to [`MAX_BATCH`] jobs), runs them in ONE
-//! transaction and answers each caller after the commit. Under load, batches grow and the
-//! disk waits are shared; with no load, a job costs one short transaction as before.
+//! writes every request must make durably — ticket admissions and claims, audit appends — are
+//! queued to this task. It takes everything queued (up to [`MAX_BATCH`] jobs), runs them in
+//! ONE transaction and answers each caller after the commit. Under load, batches grow and the
+//! disk waits are shared, and so are the statements: a batch's admissions cost one counter
+//! upsert and one ticket insert between them, whatever their number (see
+//! `tickets::admit_in`). With no load, a job costs one short transaction as before.
 //!
 //! Every job is a statement that cannot fail on its data (an UPDATE whose WHERE clause already
-//! excludes what the table's guards refuse, or an audit row the store builds itself), so one
-//! caller's input cannot abort the batch of others. If the transaction fails anyway (the
-//! database is gone), every job in it gets [`StoreError::GroupCommit`] and nothing of it is
-//! recorded.
+//! excludes what the table's guards refuse, an insert the store validated and that skips a
+//! conflicting id, or an audit row the store builds itself), so one caller's input cannot
+//! abort the batch of others. If the transaction fails anyway (the database is gone), every
+//! job in it gets [`StoreError::GroupCommit`] and nothing of it is recorded.
 //!
-//! Lock order, identical in every process so batches cannot deadlock: ticket rows by id, then
-//! the audit chain head.
+//! Lock order, identical in every process so batches cannot deadlock: rate-limit counters by
+//! (bucket, window), then ticket rows by id, then the audit chain head.
 
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{self, AuditEntry, AuditRow};
+use super::tickets::{self, Admission, TicketAdmission};
 use super::{Backend, StoreError, pg_begin_scoped, role};
 
 /// Most jobs committed in one transaction.
@@ -40,6 +43,12 @@ pub(super) enum Job {
         ticket_id: String,
         now_ms: i64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Count a key operation's rate-limit hits and, within every limit, record its fresh
+    /// ticket already claimed.
+    Admit {
+        admission: Admission,
+        reply: oneshot::Sender<Result<TicketAdmission, StoreError>>,
     },
 }
 
@@ -69,62 +78,100 @@ struct ClaimJob {
     reply: oneshot::Sender<Result<bool, StoreError>>,
 }
 
+/// One batch's jobs, sorted by kind.
+#[derive(Default)]
+struct Batch {
+    claims: Vec<ClaimJob>,
+    admissions: Vec<Admission>,
+    admit_replies: Vec<oneshot::Sender<Result<TicketAdmission, StoreError>>>,
+    entries: Vec<AuditEntry>,
+    audit_replies: Vec<oneshot::Sender<Result<AuditRow, StoreError>>>,
+}
+
+impl Batch {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Audit { entry, reply } => {
+                self.entries.push(entry);
+                self.audit_replies.push(reply);
+            }
+            Job::Claim {
+                ticket_id,
+                now_ms,
+                reply,
+            } => self.claims.push(ClaimJob {
+                ticket_id,
+                now_ms,
+                reply,
+            }),
+            Job::Admit { admission, reply } => {
+                self.admissions.push(admission);
+                self.admit_replies.push(reply);
+            }
+        }
+    }
+
+    /// Answers every job with `Err(GroupCommit)`.
+    fn fail(self, reason: &str) {
+        let err = || StoreError::GroupCommit(reason.to_string());
+        for job in self.claims {
+            let _ = job.reply.send(Err(err()));
+        }
+        for reply in self.admit_replies {
+            let _ = reply.send(Err(err()));
+        }
+        for reply in self.audit_replies {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}
+
 async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         // Jobs whose caller gave up still run: the event happened whether or not anyone
         // waits for the answer.
-        let mut entries = Vec::new();
-        let mut audit_replies = Vec::new();
-        let mut claims = Vec::new();
+        let mut batch = Batch::default();
         for job in jobs.drain(..) {
-            match job {
-                Job::Audit { entry, reply } => {
-                    entries.push(entry);
-                    audit_replies.push(reply);
-                }
-                Job::Claim {
-                    ticket_id,
-                    now_ms,
-                    reply,
-                } => claims.push(ClaimJob {
-                    ticket_id,
-                    now_ms,
-                    reply,
-                }),
-            }
+            batch.add(job);
         }
-        claims.sort_by(|a, b| a.ticket_id.cmp(&b.ticket_id));
-        match commit_batch(&pool, backend, &claims, &entries).await {
-            Ok((won, rows)) => {
-                for (job, ok) in claims.into_iter().zip(won) {
+        batch.claims.sort_by(|a, b| a.ticket_id.cmp(&b.ticket_id));
+        match commit_batch(&pool, backend, &batch).await {
+            Ok(BatchResult {
+                won,
+                admitted,
+                rows,
+            }) => {
+                for (job, ok) in batch.claims.into_iter().zip(won) {
                     let _ = job.reply.send(Ok(ok));
                 }
-                for (reply, row) in audit_replies.into_iter().zip(rows) {
+                for (reply, a) in batch.admit_replies.into_iter().zip(admitted) {
+                    let _ = reply.send(Ok(a));
+                }
+                for (reply, row) in batch.audit_replies.into_iter().zip(rows) {
                     let _ = reply.send(Ok(row));
                 }
             }
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(error = %reason, "group commit failed");
-                for job in claims {
-                    let _ = job.reply.send(Err(StoreError::GroupCommit(reason.clone())));
-                }
-                for reply in audit_replies {
-                    let _ = reply.send(Err(StoreError::GroupCommit(reason.clone())));
-                }
+                batch.fail(&reason);
             }
         }
     }
 }
 
-type BatchResult = (Vec<bool>, Vec<AuditRow>);
+/// What a committed batch answers, in the order of its jobs of each kind.
+struct BatchResult {
+    won: Vec<bool>,
+    admitted: Vec<TicketAdmission>,
+    rows: Vec<AuditRow>,
+}
 
 async fn commit_batch(
     pool: &AnyPool,
     backend: Backend,
-    claims: &[ClaimJob],
-    entries: &[AuditEntry],
+    batch: &Batch,
 ) -> Result<BatchResult, StoreError> {
     let mut tx: Transaction<'static, Any> = match backend {
         // The store's own role: ticket claims are not owner-bound (the ticket id decides).
@@ -133,8 +180,13 @@ async fn commit_batch(
         // it cannot fail on a lock upgrade when another process wrote in between.
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
     };
-    let mut won = Vec::with_capacity(claims.len());
-    for c in claims {
+    let admitted = if batch.admissions.is_empty() {
+        Vec::new()
+    } else {
+        tickets::admit_in(&mut tx, &batch.admissions).await?
+    };
+    let mut won = Vec::with_capacity(batch.claims.len());
+    for c in &batch.claims {
         // One statement decides: the row lock makes a concurrent claimant in another
         // process wait for this commit, then re-check `used_at_ms IS NULL` and lose.
         let done = sqlx::query(
@@ -147,11 +199,15 @@ async fn commit_batch(
         .await?;
         won.push(done.rows_affected() == 1);
     }
-    let rows = if entries.is_empty() {
+    let rows = if batch.entries.is_empty() {
         Vec::new()
     } else {
-        audit::append_in(&mut tx, backend, entries).await?
+        audit::append_in(&mut tx, backend, &batch.entries).await?
     };
     tx.commit().await?;
-    Ok((won, rows))
+    Ok(BatchResult {
+        won,
+        admitted,
+        rows,
+    })
 }

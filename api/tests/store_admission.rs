@@ -1,0 +1,224 @@
+//! `Store::admit_ticket`: rate-limit counts and a ticket born claimed in one group-committed
+//! job, on SQLite and on PostgreSQL.
+
+#[macro_use]
+#[path = "store_harness.rs"]
+mod harness;
+
+use std::collections::BTreeSet;
+
+use enclosure_api::store::{RateLimitHit, StoreError, TicketAdmission};
+use harness::{Kind, TestDb, ticket};
+
+const T0: i64 = 1_800_000_000_000;
+
+fn hit(bucket: &str, limit: u64) -> RateLimitHit {
+    RateLimitHit {
+        bucket: bucket.into(),
+        window_start_ms: T0,
+        window_ms: 60_000,
+        limit,
+    }
+}
+
+on_both!(store_admission_claims_a_fresh_ticket_once, |db| {
+    let store = db.store().await;
+    let hits = [hit("user:alice", 10), hit("identity:i", 10)];
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-1", "alice", T0), &hits, T0 + 1)
+            .await
+            .expect("admit"),
+        TicketAdmission::Claimed
+    );
+    assert_eq!(
+        store.ticket_used_at("alice", "t-1").await.expect("read"),
+        Some(Some(T0 + 1)),
+        "recorded already claimed"
+    );
+    assert!(
+        !store.claim_ticket("t-1", T0 + 2).await.expect("claim"),
+        "a ticket born claimed cannot be claimed again"
+    );
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-1", "alice", T0), &hits, T0 + 3)
+            .await
+            .expect("admit"),
+        TicketAdmission::NotClaimed,
+        "an existing id is never claimed twice"
+    );
+    // The counters are the ones `rate_limit_hit` counts: two admissions so far.
+    assert_eq!(
+        store
+            .rate_limit_hit("user:alice", T0, 60_000)
+            .await
+            .expect("hit"),
+        3
+    );
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-2", "alice", T0), &hits, T0 + 60_000)
+            .await
+            .expect("admit"),
+        TicketAdmission::NotClaimed,
+        "not at or after expiry"
+    );
+    assert_eq!(
+        store.ticket_used_at("alice", "t-2").await.expect("read"),
+        None
+    );
+});
+
+on_both!(store_admission_refuses_over_either_limit, |db| {
+    let store = db.store().await;
+    let hits = [hit("user:alice", 2), hit("identity:i", 3)];
+    for id in ["t-1", "t-2"] {
+        assert_eq!(
+            store
+                .admit_ticket(&ticket(id, "alice", T0), &hits, T0)
+                .await
+                .expect("admit"),
+            TicketAdmission::Claimed
+        );
+    }
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-3", "alice", T0), &hits, T0)
+            .await
+            .expect("admit"),
+        TicketAdmission::RateLimited { index: 0 }
+    );
+    assert_eq!(
+        store.ticket_used_at("alice", "t-3").await.expect("read"),
+        None,
+        "a refused admission records no ticket"
+    );
+    // A refused hit still counts, on both counters: the identity is now at 3, so another
+    // user's fourth hit on it is over.
+    let other = [hit("user:bob", 5), hit("identity:i", 3)];
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-4", "bob", T0), &other, T0)
+            .await
+            .expect("admit"),
+        TicketAdmission::RateLimited { index: 1 }
+    );
+    let bad_window = [RateLimitHit {
+        window_ms: 0,
+        ..hit("user:alice", 2)
+    }];
+    assert!(matches!(
+        store
+            .admit_ticket(&ticket("t-5", "alice", T0), &bad_window, T0)
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+});
+
+on_both!(
+    store_admission_is_shared_and_exact_under_concurrency,
+    |db| {
+        let (one, two) = (db.store().await, db.store().await);
+        let mut jobs = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+            jobs.spawn(async move {
+                let t = ticket(&format!("t-{i}"), "alice", T0);
+                let hits = [hit("user:alice", 25), hit("identity:i", 1000)];
+                (i, store.admit_ticket(&t, &hits, T0).await.expect("admit"))
+            });
+        }
+        let results = jobs.join_all().await;
+        let claimed: BTreeSet<_> = results
+            .iter()
+            .filter(|(_, a)| *a == TicketAdmission::Claimed)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(
+            claimed.len(),
+            25,
+            "exactly the limit is admitted: {results:?}"
+        );
+        assert!(
+            results.iter().all(
+                |(i, a)| claimed.contains(i) || *a == TicketAdmission::RateLimited { index: 0 }
+            )
+        );
+        for i in 0..40 {
+            let used = one
+                .ticket_used_at("alice", &format!("t-{i}"))
+                .await
+                .expect("read");
+            assert_eq!(used.is_some(), claimed.contains(&i), "ticket t-{i}");
+        }
+        assert_eq!(
+            two.rate_limit_hit("user:alice", T0, 60_000)
+                .await
+                .expect("hit"),
+            41,
+            "every hit counted once, in both processes"
+        );
+
+        // The same id admitted concurrently through two stores: exactly one claim.
+        let mut races = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+            races.spawn(async move {
+                let hits = [hit(&format!("user:u{i}"), 10)];
+                store
+                    .admit_ticket(&ticket("same", "alice", T0), &hits, T0)
+                    .await
+                    .expect("admit")
+            });
+        }
+        let wins = races
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|a| *a == TicketAdmission::Claimed)
+            .count();
+        assert_eq!(wins, 1, "one id, one claim");
+    }
+);
+
+on_both!(store_admission_refuses_bad_records_alone, |db| {
+    let store = db.store().await;
+    let hits = [hit("user:alice", 100)];
+    let mut short = ticket("t-short", "alice", T0);
+    short.payload_sha384.pop();
+    let mut bad_op = ticket("t-op", "alice", T0);
+    bad_op.operation = "export".into();
+    let mut nul = ticket("t-nul", "alice", T0);
+    nul.key_id = "k\0".into();
+    let good = ticket("t-good", "alice", T0);
+    // Refused before they reach the writer, so they cannot fail a batch they would share.
+    let (a, b, c, d) = tokio::join!(
+        store.admit_ticket(&short, &hits, T0),
+        store.admit_ticket(&bad_op, &hits, T0),
+        store.admit_ticket(&nul, &hits, T0),
+        store.admit_ticket(&good, &hits, T0),
+    );
+    for refused in [a, b, c] {
+        assert!(
+            matches!(refused, Err(StoreError::InvalidInput(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(d.expect("admit"), TicketAdmission::Claimed);
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-anon", "", T0), &hits, T0)
+            .await
+            .map_err(|e| matches!(e, StoreError::InvalidInput(_))),
+        Err(true),
+        "an empty owner is refused"
+    );
+    if db.kind == Kind::Postgres {
+        // The writer inserts as the store's own role; the row still belongs to its owner.
+        assert_eq!(
+            store.ticket_used_at("bob", "t-good").await.expect("read"),
+            None
+        );
+    }
+});
