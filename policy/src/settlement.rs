@@ -140,14 +140,15 @@ pub fn next_action(
 }
 
 /// The settlement a milestone in `milestone` state with its payment in `payment` state needs,
-/// if any: accepted and escrowed → release; refunded and escrowed → refund; expired and
-/// escrowed (the client paid after the funding deadline) → refund.
+/// if any: accepted → release (whatever the payment: one no longer escrowed makes the saga
+/// stall for an admin rather than leave the milestone accepted forever); refunded and
+/// escrowed → refund; expired and escrowed (paid after the funding deadline) → refund.
 pub fn settlement_needed(
     milestone: MilestoneState,
     payment: PaymentState,
 ) -> Option<SettlementKind> {
     match (milestone, payment) {
-        (MilestoneState::Accepted, PaymentState::Escrowed) => Some(SettlementKind::Release),
+        (MilestoneState::Accepted, _) => Some(SettlementKind::Release),
         (MilestoneState::Refunded | MilestoneState::Expired, PaymentState::Escrowed) => {
             Some(SettlementKind::Refund)
         }
@@ -287,6 +288,15 @@ mod tests {
         // Paid after the funding deadline: the money goes back.
         assert_eq!(settlement_needed(M::Expired, P::Escrowed), Some(K::Refund));
         assert_eq!(settlement_needed(M::Refunded, P::Pending), None);
+        // Refunded at the provider behind our back: a release that will stall.
+        assert_eq!(
+            settlement_needed(M::Accepted, P::Refunded),
+            Some(K::Release)
+        );
+        assert_eq!(
+            next_action(K::Release, S::Start, P::Refunded, M::Accepted),
+            Do::Stall
+        );
         assert_eq!(settlement_needed(M::Transferred, P::Released), None);
         assert_eq!(settlement_needed(M::Funded, P::Escrowed), None);
     }

@@ -104,6 +104,21 @@ impl Sandbox {
         assert!(resp.status().is_success(), "confirm: {}", resp.status());
     }
 
+    /// Refunds a payment at the provider directly, behind the api's back (an operator at
+    /// the provider's console, say).
+    pub async fn refund_directly(&self, provider_payment_id: &str) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/refunds", self.url))
+            .bearer_auth(&self.key)
+            .header("Idempotency-Key", format!("console-{provider_payment_id}"))
+            .json(&json!({ "payment_id": provider_payment_id }))
+            .send()
+            .await
+            .expect("sandbox");
+        assert!(resp.status().is_success(), "refund: {}", resp.status());
+    }
+
     /// The payment as the provider sees it.
     pub async fn payment(&self, provider_payment_id: &str) -> Value {
         self.get(&format!("/v1/payments/{provider_payment_id}"))

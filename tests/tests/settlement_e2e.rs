@@ -444,3 +444,59 @@ async fn two_schedulers_pay_each_swap_once(backend: Backend) {
     assert_eq!(r["state"], "closed", "{r}");
 }
 on_both!(two_schedulers, two_schedulers_pay_each_swap_once);
+
+/// A swap that cannot complete stalls for an admin and moves no money: the escrow was
+/// refunded at the provider behind the api's back, so the payout is never attempted twice
+/// nor forced; the milestone shows needs_admin, and an admin settles it.
+async fn a_swap_that_cannot_complete_waits_for_an_admin(backend: Backend) {
+    let stack = ApiStack::start(backend, 1, settings()).await;
+    let sandbox = Sandbox::of(&stack);
+    let alice = Http::new(&stack, "alice", Role::Client);
+    let bob = Http::new(&stack, "bob", Role::Freelancer);
+    let admin = Http::new(&stack, "ops", Role::Admin);
+    let (room, ms) = active_room(&alice, &bob, "bob", 500, 86_400_000, &[Terms::default()]).await;
+    let m = &ms[0];
+    let pid = fund_and_pay(&alice, &sandbox, &room, m).await;
+    deliver(&bob, &room, m, b"work").await;
+    sandbox.refund_directly(&pid).await;
+    // The provider's refund event is true, so the api records it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while money(&alice, m).await["payment"]["state"] != "refunded" {
+        assert!(std::time::Instant::now() < deadline, "refund event applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice
+        .post_ok(&format!("/v1/milestones/{m}/accept"), json!({}), 200)
+        .await;
+    wait_state(&admin, &room, m, "needs_admin").await;
+    let mv = money(&admin, m).await;
+    assert_eq!(mv["settlements"][0]["step"], "stalled", "{mv}");
+    assert!(
+        mv["settlements"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refunded")),
+        "{mv}"
+    );
+    assert_eq!(sandbox.count_events("transfer.paid", &pid).await, 0);
+    // Only an admin moves it on; nobody else may.
+    let (status, _) = alice
+        .post(
+            &format!("/v1/milestones/{m}/resolve"),
+            json!({"resolution": "refund"}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    admin
+        .post_ok(
+            &format!("/v1/milestones/{m}/resolve"),
+            json!({"resolution": "refund"}),
+            200,
+        )
+        .await;
+    wait_state(&alice, &room, m, "refunded").await;
+    let (_, r) = alice.get(&format!("/v1/rooms/{room}")).await;
+    assert_eq!(r["state"], "closed", "{r}");
+    assert_eq!(sandbox.count_events("transfer.paid", &pid).await, 0);
+    assert_eq!(sandbox.count_events("refund.succeeded", &pid).await, 1);
+}
+on_both!(stall, a_swap_that_cannot_complete_waits_for_an_admin);

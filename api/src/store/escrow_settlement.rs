@@ -386,8 +386,9 @@ impl Store {
             .await
     }
 
-    /// Milestones holding escrowed money that must leave escrow (accepted: release;
-    /// refunded or expired: refund) and have no settlement of that kind yet, with their payments.
+    /// Milestones whose money must leave escrow (accepted: release, even when the payment is
+    /// no longer escrowed, so the saga can stall it for an admin; refunded or expired with
+    /// money escrowed: refund) and have no settlement of that kind yet, with their payments.
     pub async fn milestones_to_settle(
         &self,
         limit: u32,
@@ -400,7 +401,8 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {}, p.id AS p_id FROM escrow_milestones m \
              JOIN escrow_payments p ON p.milestone_id = m.id \
-             WHERE p.state = 'escrowed' AND m.state IN ('accepted', 'refunded', 'expired') \
+             WHERE (m.state = 'accepted' \
+             OR (p.state = 'escrowed' AND m.state IN ('refunded', 'expired'))) \
              AND NOT EXISTS (SELECT 1 FROM escrow_settlements s WHERE s.milestone_id = m.id \
              AND s.kind = CASE m.state WHEN 'accepted' THEN 'release' ELSE 'refund' END) \
              ORDER BY m.updated_at_ms LIMIT $1",
