@@ -204,6 +204,36 @@ impl Default for Terms {
     }
 }
 
+/// Milliseconds since the epoch, to the millisecond (deadlines and URL lifetimes are
+/// checked against this).
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Terms of a room as a whole.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomTerms {
+    /// Platform fee in basis points, deducted on release.
+    pub fee_bps: i64,
+    /// The client's inspection period of each validated submission.
+    pub inspection_ms: i64,
+    /// Rejections allowed per milestone.
+    pub max_revisions: i64,
+}
+
+impl Default for RoomTerms {
+    fn default() -> Self {
+        RoomTerms {
+            fee_bps: 500,
+            inspection_ms: 86_400_000,
+            max_revisions: 2,
+        }
+    }
+}
+
 /// A room between `client` and `freelancer` that both accepted; its id and milestone ids.
 pub async fn active_room(
     client: &Http<'_>,
@@ -213,6 +243,27 @@ pub async fn active_room(
     inspection_ms: i64,
     milestones: &[Terms],
 ) -> (String, Vec<String>) {
+    let terms = RoomTerms {
+        fee_bps,
+        inspection_ms,
+        max_revisions: 2,
+    };
+    active_room_with(client, freelancer, freelancer_sub, terms, milestones).await
+}
+
+/// [`active_room`] with every room term chosen.
+pub async fn active_room_with(
+    client: &Http<'_>,
+    freelancer: &Http<'_>,
+    freelancer_sub: &str,
+    terms: RoomTerms,
+    milestones: &[Terms],
+) -> (String, Vec<String>) {
+    let RoomTerms {
+        fee_bps,
+        inspection_ms,
+        max_revisions,
+    } = terms;
     let now = now_ms();
     let ms: Vec<Value> = milestones
         .iter()
@@ -228,7 +279,7 @@ pub async fn active_room(
             "/v1/rooms",
             json!({"title": "e2e", "freelancer": freelancer_sub, "currency": "EUR",
                    "platform_fee_bps": fee_bps, "inspection_period_ms": inspection_ms,
-                   "max_revisions": 2, "milestones": ms}),
+                   "max_revisions": max_revisions, "milestones": ms}),
             201,
         )
         .await;
@@ -387,4 +438,75 @@ pub async fn wait_settled(who: &Http<'_>, milestone_id: &str) -> Value {
         assert!(Instant::now() < deadline, "never settled: {mv}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A milestone as `who` reads it in its room.
+pub async fn milestone(who: &Http<'_>, room_id: &str, milestone_id: &str) -> Value {
+    let (status, room) = who.get(&format!("/v1/rooms/{room_id}")).await;
+    assert_eq!(status, 200, "{room}");
+    room["milestones"]
+        .as_array()
+        .expect("milestones")
+        .iter()
+        .find(|m| m["id"] == milestone_id)
+        .cloned()
+        .expect("the milestone")
+}
+
+/// The room's state as `who` reads it.
+pub async fn room_state(who: &Http<'_>, room_id: &str) -> String {
+    let (status, room) = who.get(&format!("/v1/rooms/{room_id}")).await;
+    assert_eq!(status, 200, "{room}");
+    room["state"].as_str().expect("state").to_string()
+}
+
+/// Polls until the milestone's money is back with the client: the payment refunded and
+/// its refund settlement done; answers the money view.
+pub async fn wait_refunded(who: &Http<'_>, milestone_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mv = money(who, milestone_id).await;
+        if mv["payment"]["state"] == "refunded" && mv["settlements"][0]["step"] == "done" {
+            return mv;
+        }
+        assert!(Instant::now() < deadline, "never refunded: {mv}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The room's audit trail as `who` reads it (up to 500 rows, oldest first).
+pub async fn trail(who: &Http<'_>, room_id: &str) -> Vec<Value> {
+    let (status, t) = who
+        .get(&format!("/v1/rooms/{room_id}/audit?limit=500"))
+        .await;
+    assert_eq!(status, 200, "{t}");
+    t.as_array().expect("trail").clone()
+}
+
+/// The rows of `trail` about `milestone_id` with `action` and `outcome`.
+pub fn rows<'t>(
+    trail: &'t [Value],
+    milestone_id: &str,
+    action: &str,
+    outcome: &str,
+) -> Vec<&'t Value> {
+    let tag = format!("milestone={milestone_id}");
+    trail
+        .iter()
+        .filter(|t| t["action"] == action && t["outcome"] == outcome)
+        .filter(|t| t["detail"].as_str().is_some_and(|d| d.contains(&tag)))
+        .collect()
+}
+
+/// Downloads an artifact as `who` through the URL the api hands out; the bytes.
+pub async fn download(who: &Http<'_>, artifact_id: &str) -> Vec<u8> {
+    let (status, url) = who
+        .get(&format!("/v1/artifacts/{artifact_id}/download-url"))
+        .await;
+    assert_eq!(status, 200, "{url}");
+    let resp = reqwest::get(url["url"].as_str().expect("url"))
+        .await
+        .expect("download");
+    assert!(resp.status().is_success(), "download: {}", resp.status());
+    resp.bytes().await.expect("bytes").to_vec()
 }

@@ -1,152 +1,17 @@
-//! Escrow artifacts over HTTPS against real processes (enclave, proxy, api, `enclosure-s3`),
-//! on SQLite and on PostgreSQL: the freelancer uploads with a presigned PUT and registers,
-//! submit freezes and closes uploads, the validator validates, download URLs follow the
-//! role and state (and the audit trail shows each non-owner attempt before and after), a URL
-//! moved onto another object is refused by the store, and the routes are in the OpenAPI
-//! document with an Idempotency-Key on each POST.
+//! Escrow artifacts over HTTPS against real processes (enclave, proxy, api, the payment
+//! sandbox, `enclosure-s3`), on SQLite and on PostgreSQL: the freelancer uploads with a
+//! presigned PUT and registers, submit freezes and closes uploads, the validator validates,
+//! download URLs follow the role and state (and the audit trail shows each non-owner attempt
+//! before and after), a URL moved onto another object is refused by the store, and the routes
+//! are in the OpenAPI document with an Idempotency-Key on each POST.
 
-use std::time::{Duration, Instant};
-
-use enclosure_api::auth::{Caller, Role};
-use enclosure_api::escrow::Escrow;
-use enclosure_api::store::{DatabaseConfig, Store};
-use enclosure_policy::escrow::PaymentEvent;
-use enclosure_tests::Proc;
-use enclosure_tests::api::{ApiProc, ApiSettings, ApiStack, Backend};
+use enclosure_api::auth::Role;
+use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
+use enclosure_tests::escrow::{
+    Http, RoomTerms, Sandbox, Terms, active_room_with, fund_and_pay, wall_ms,
+};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-async fn wait_listening(port: u16, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        proc.assert_running();
-        assert!(Instant::now() < deadline, "never listened:\n{}", proc.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The stack plus an artifact store, an api configured for it, and a store handle on the
-/// api's database (to fund milestones as the payment provider's events would).
-struct World {
-    stack: ApiStack,
-    _s3: Proc,
-    db: Store,
-}
-
-async fn world(backend: Backend) -> World {
-    let mut stack = ApiStack::start(backend, 0, ApiSettings::default()).await;
-    let dir = stack.dir().to_path_buf();
-    let secret = enclosure_api::artifacts::ensure_dev_secret_file(&dir).expect("store secret");
-    let s3_port = free_port();
-    let mut s3 = Proc::spawn(
-        "enclosure-s3",
-        &[
-            "--data-dir",
-            &dir.display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{s3_port}"),
-            "--secret-key-file",
-            &secret.display().to_string(),
-        ],
-        &dir,
-    );
-    wait_listening(s3_port, &mut s3).await;
-
-    let port = free_port();
-    let mut toml = format!(
-        "mode = \"dev\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nenclave = \"{}\"\n",
-        dir.display(),
-        stack.stack.proxy_addr()
-    );
-    let db = match &stack.pg {
-        Some(pg) => {
-            toml.push_str(&format!(
-                "[database]\nurl = \"{}\"\nowner_url = \"{}\"\n",
-                pg.app_url(),
-                pg.owner_url()
-            ));
-            DatabaseConfig::Postgres {
-                url: pg.app_url(),
-                owner_url: Some(pg.owner_url()),
-            }
-        }
-        None => DatabaseConfig::Sqlite {
-            path: dir.join("enclosure.db"),
-        },
-    };
-    toml.push_str(&format!(
-        "[artifacts]\nendpoint = \"http://127.0.0.1:{s3_port}\"\naccess_key = \"{}\"\nsecret_key_file = \"{}\"\n",
-        enclosure_api::artifacts::DEV_ACCESS_KEY,
-        secret.display()
-    ));
-    let config = dir.join("api-artifacts.toml");
-    std::fs::write(&config, toml).expect("api config");
-    let mut proc = Proc::spawn(
-        "enclosure-api",
-        &["--config", &config.display().to_string()],
-        &dir,
-    );
-    wait_listening(port, &mut proc).await;
-    stack.apis.push(ApiProc {
-        proc,
-        url: format!("https://127.0.0.1:{port}"),
-        metrics_url: None,
-    });
-    stack.wait_ready(0).await;
-    let db = Store::connect(&db).await.expect("the api's database");
-    World { stack, _s3: s3, db }
-}
-
-/// A caller of the api over HTTPS with a dev token.
-struct Http<'a> {
-    stack: &'a ApiStack,
-    client: reqwest::Client,
-    token: String,
-}
-
-impl<'a> Http<'a> {
-    fn new(stack: &'a ApiStack, sub: &str, role: Role) -> Self {
-        Http {
-            stack,
-            client: stack.http(),
-            token: stack.token(sub, role),
-        }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.stack.apis[0].url))
-            .bearer_auth(&self.token);
-        if method == reqwest::Method::POST {
-            req = req.header("Idempotency-Key", hex::encode(rand::random::<[u8; 12]>()));
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-}
 
 /// Sends a signed URL from the api to the artifact store, as a client would.
 async fn use_url(u: &Value, body: &[u8]) -> (u16, Vec<u8>) {
@@ -167,64 +32,38 @@ async fn use_url(u: &Value, body: &[u8]) -> (u16, Vec<u8>) {
     (status, resp.bytes().await.expect("body").to_vec())
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
-
 fn code(v: &(u16, Value)) -> (u16, &str) {
     (v.0, v.1["code"].as_str().unwrap_or(""))
 }
 
 async fn artifacts_over_https(backend: Backend) {
-    let w = world(backend).await;
-    let stack = &w.stack;
+    // The payment sandbox and the S3 store, with the scheduler off: the system's explicit
+    // validation below is the point, and a scheduler would race it.
+    let settings = ApiSettings {
+        escrow: true,
+        scheduler_interval_ms: Some(0),
+        ..ApiSettings::default()
+    };
+    let stack = &ApiStack::start(backend, 1, settings).await;
     let alice = Http::new(stack, "alice", Role::Client);
     let bob = Http::new(stack, "bob", Role::Freelancer);
     let system = Http::new(stack, "system:validator", Role::System);
     let admin = Http::new(stack, "root", Role::Admin);
     let mallory = Http::new(stack, "mallory", Role::Client);
 
-    // An active room with one funded milestone.
-    let now = wall_ms();
-    let (status, room) = alice
-        .post(
-            "/v1/rooms",
-            json!({"title": "logo", "freelancer": "bob", "currency": "EUR",
-                   "platform_fee_bps": 500, "inspection_period_ms": 600000, "max_revisions": 1,
-                   "milestones": [{"title": "logo", "price_minor": 10000,
-                       "funding_deadline_ms": now + 3_600_000,
-                       "delivery_deadline_ms": now + 7_200_000}]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{room}");
-    let room_id = room["id"].as_str().expect("id").to_string();
-    let mid = room["milestones"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    for p in [&alice, &bob] {
-        let r = p
-            .post(&format!("/v1/rooms/{room_id}/accept"), json!({}))
-            .await;
-        assert_eq!(r.0, 200, "{}", r.1);
-    }
-    let provider = Caller {
-        sub: "system:payments".into(),
-        role: Role::System,
+    // An active room with one milestone, funded by the client paying at the sandbox.
+    let terms = RoomTerms {
+        fee_bps: 500,
+        inspection_ms: 600_000,
+        max_revisions: 1,
     };
-    let e = Escrow {
-        store: &w.db,
-        now_ms: now,
+    let price = Terms {
+        price_minor: 10_000,
+        ..Terms::default()
     };
-    e.register_payment(&provider, &mid, "sandbox", "pi_e2e")
-        .await
-        .expect("payment");
-    e.apply_payment_event(&provider, "sandbox", "pi_e2e", PaymentEvent::Succeeded)
-        .await
-        .expect("funded");
+    let (room_id, ms) = active_room_with(&alice, &bob, "bob", terms, &[price]).await;
+    let mid = ms[0].clone();
+    fund_and_pay(&alice, &Sandbox::of(stack), &room_id, &mid).await;
 
     // Upload: URL, PUT to the store, register. The store refuses a body of another hash.
     let m = format!("/v1/milestones/{mid}");

@@ -4,57 +4,8 @@
 
 use enclosure_api::auth::Role;
 use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
-use serde_json::{Value, json};
-
-/// A caller of the api over HTTPS with a dev token.
-struct Http<'a> {
-    stack: &'a ApiStack,
-    client: reqwest::Client,
-    token: String,
-}
-
-impl<'a> Http<'a> {
-    fn new(stack: &'a ApiStack, sub: &str, role: Role) -> Self {
-        Http {
-            stack,
-            client: stack.http(),
-            token: stack.token(sub, role),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.stack.apis[0].url))
-            .bearer_auth(&self.token);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let value = resp.json::<Value>().await.unwrap_or(Value::Null);
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let key = hex::encode(rand::random::<[u8; 12]>());
-        self.send(reqwest::Method::POST, path, Some(body), Some(&key))
-            .await
-    }
-}
+use enclosure_tests::escrow::Http;
+use serde_json::json;
 
 async fn escrow_over_https(backend: Backend) {
     let stack = ApiStack::start(backend, 1, ApiSettings::default()).await;
