@@ -92,12 +92,25 @@ impl<T, E: Into<anyhow::Error>> StepExt<T> for Result<T, E> {
 
 /// One finished step.
 fn done(line: impl std::fmt::Display) {
-    println!("✓ {line}");
+    say(format_args!("✓ {line}"));
 }
 
 /// Something under way (starting a stack, waiting for an event).
 fn progress(line: impl std::fmt::Display) {
-    println!("  … {line}");
+    say(format_args!("  … {line}"));
+}
+
+/// A line on stdout. A closed stdout (`enclosure demo | head`) must not panic mid-escrow: a
+/// panic would skip stopping the stack the demo started.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// A line on stderr, likewise without panicking.
+fn complain(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs the demo.
@@ -109,10 +122,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 async fn run_async(args: DemoArgs) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let started = Instant::now();
-    println!(
+    say(format_args!(
         "Enclosure demo: an escrow between alice (client) and bob (freelancer), data in {}",
         args.data_dir.display()
-    );
+    ));
     let timeout = Duration::from_secs(args.timeout);
     let mut own: Option<stack::OwnStack> = None;
     let result = {
@@ -134,7 +147,7 @@ async fn run_async(args: DemoArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(f) => {
-            eprintln!("✗ {}: {:#}", f.step, f.reason);
+            complain(format_args!("✗ {}: {:#}", f.step, f.reason));
             ExitCode::from(f.code)
         }
     };

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{DemoArgs, Failed, StepExt, done, progress};
+use super::{DemoArgs, Failed, StepExt, complain, done, progress};
 
 /// `enclosure up`'s default addresses.
 const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
@@ -49,11 +49,11 @@ impl OwnStack {
             Ok(_) => done("stack stopped"),
             Err(_) => {
                 let _ = self.child.kill().await;
-                eprintln!(
+                complain(format_args!(
                     "warning: enclosure up did not stop within {} s and was killed; its parts may still run (see {})",
                     STOP_GRACE.as_secs(),
                     self.log.display()
-                );
+                ));
             }
         }
     }
