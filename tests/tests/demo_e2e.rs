@@ -1,6 +1,6 @@
 //! `enclosure demo` end to end, with the real binaries: it starts its own stack on the ports
 //! it is given, runs the whole escrow and stops that stack; against a running `enclosure up`
-//! it reuses the stack and leaves it running; something else on the api's port stops it
+//! it reuses the stack and leaves it running, and a failed step exits 1; something else on the api's port stops it
 //! before it starts anything.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -197,6 +197,24 @@ async fn the_demo_reuses_a_running_stack_and_leaves_it_running() {
         .spawn()
         .expect("starting enclosure up"));
     wait_healthy(dir.path(), ports[0], &mut up).await;
+
+    // A step that fails stops the demo with exit code 1 and names the step on stderr: here
+    // the sandbox refuses a wrong API key, so alice cannot pay.
+    let key_file = dir.path().join("payments/api-key");
+    let key = std::fs::read_to_string(&key_file).expect("sandbox key");
+    std::fs::write(&key_file, "sk_dev_not_the_key\n").expect("key file");
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || demo(&path, &[]))
+        .await
+        .expect("demo");
+    std::fs::write(&key_file, &key).expect("key file");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("✓ room "), "{stdout}");
+    assert!(!stdout.contains("✓ funded"), "{stdout}");
+    assert!(stderr.starts_with("✗ funding: "), "{stderr}");
+    assert!(!stderr.contains("sk_dev_"), "{stderr}");
 
     // No port flags: the demo finds the stack at the address `up` recorded in DIR/api.toml.
     let path = dir.path().to_path_buf();
