@@ -13,6 +13,7 @@
 //! Tokens, the sandbox API key and presigned URLs' query strings are never printed.
 
 mod escrow;
+mod http;
 mod stack;
 
 use std::net::SocketAddr;
