@@ -3,6 +3,7 @@
 
 mod attest;
 mod audit;
+mod demo;
 mod dev;
 mod eif;
 mod up;
@@ -32,6 +33,8 @@ enum Command {
     /// Check the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run a whole escrow between two dev users against the local stack (starts one if none runs).
+    Demo(demo::DemoArgs),
     /// Development helpers (dev mode only).
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Attest(cmd) => attest::run(cmd),
         Command::Eif(cmd) => eif::run(cmd),
         Command::Dev(cmd) => dev::run(cmd),
+        Command::Demo(args) => demo::run(args),
         Command::Audit(cmd) => audit::run(cmd),
     };
     match result {
