@@ -6,7 +6,18 @@ use std::time::{Duration, Instant};
 use enclosure_api::auth::Role;
 use serde_json::{Value, json};
 
-use crate::api::ApiStack;
+use crate::api::{ApiSettings, ApiStack};
+
+/// A stack for escrow tests: the sandbox provider and S3 store, a scheduler every 200 ms, and
+/// saga leases short enough that a restarted api resumes a crashed one's work quickly.
+pub fn escrow_settings() -> ApiSettings {
+    ApiSettings {
+        escrow: true,
+        scheduler_interval_ms: Some(200),
+        settlement_lease_ms: Some(2_000),
+        ..ApiSettings::default()
+    }
+}
 
 /// A caller of api 0 over HTTPS with a dev token.
 pub struct Http<'a> {

@@ -8,6 +8,27 @@
 pub mod api;
 pub mod escrow;
 
+/// Runs an async scenario `fn(Backend)` as two tests, one per database backend, in a module
+/// named `$name` (`$name::sqlite`, `$name::postgres`).
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $scenario:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $scenario($crate::api::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $scenario($crate::api::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

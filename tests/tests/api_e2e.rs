@@ -6,26 +6,8 @@ use enclosure_api::auth::Role;
 use enclosure_client::ClientError;
 use enclosure_client::client::verify_signature;
 use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
+use enclosure_tests::on_both;
 use serde_json::{Value, json};
-
-/// Runs a scenario as two tests, one per database backend.
-macro_rules! on_both {
-    ($name:ident, $scenario:ident) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $scenario(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $scenario(Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 fn api_code(e: &ClientError) -> (u16, &str) {
     match e {

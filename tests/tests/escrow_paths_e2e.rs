@@ -10,40 +10,14 @@
 use std::time::{Duration, Instant};
 
 use enclosure_api::auth::Role;
-use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
+use enclosure_tests::api::{ApiStack, Backend};
 use enclosure_tests::escrow::{
     Http, RoomTerms, Sandbox, Terms, active_room, active_room_with, deliver, download,
-    fund_and_pay, milestone, milestone_state, money, room_state, rows, trail, upload_artifact,
-    wait_refunded, wait_settled, wait_state, wall_ms,
+    escrow_settings, fund_and_pay, milestone, milestone_state, money, room_state, rows, trail,
+    upload_artifact, wait_refunded, wait_settled, wait_state, wall_ms,
 };
+use enclosure_tests::on_both;
 use serde_json::{Value, json};
-
-fn settings() -> ApiSettings {
-    ApiSettings {
-        escrow: true,
-        scheduler_interval_ms: Some(200),
-        settlement_lease_ms: Some(2_000),
-        ..ApiSettings::default()
-    }
-}
-
-macro_rules! on_both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $body(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $body(Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 fn code(r: &(u16, Value)) -> (u16, &str) {
     (r.0, r.1["code"].as_str().unwrap_or(""))
@@ -86,7 +60,7 @@ async fn wait_past(deadline_ms: i64) {
 /// a new artifact while the rejected one stays frozen and locked, and the second rejection is
 /// refused; the client then accepts and downloads both versions after the swap.
 async fn reject_and_resubmit(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -188,7 +162,7 @@ on_both!(reject_resubmit, reject_and_resubmit);
 /// the milestone goes on to the swap without the client accepting, pays out once less the
 /// fee, and the client downloads the work.
 async fn a_dispute_released_goes_on_to_the_swap(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -261,7 +235,7 @@ on_both!(dispute_released, a_dispute_released_goes_on_to_the_swap);
 /// Nobody pays: the scheduler expires the milestone once its funding deadline passed (not
 /// before, and not its sibling with a later deadline), and funding is refused from then on.
 async fn an_unfunded_milestone_expires_after_its_deadline(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
     let short = Terms {
@@ -316,7 +290,7 @@ on_both!(
 /// (409 guard_failed) and only the client may ask; after the deadline it is allowed, and the
 /// refund saga returns the money once at the provider.
 async fn a_missed_delivery_refunds_the_client(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -383,7 +357,7 @@ on_both!(delivery_expiry, a_missed_delivery_refunds_the_client);
 /// The client never decides: once the inspection period after validation ran out the
 /// scheduler accepts, and the swap completes and pays out without the client.
 async fn silence_is_acceptance(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -483,7 +457,7 @@ fn wrong_state(state: &str, role: &str, mv: &str) -> &'static str {
 /// that never takes a move gets 403, a stranger 404, the right role in the wrong state 409,
 /// and nothing changes. Admins and reviewers never get a download URL (403), in any state.
 async fn illegal_moves_are_refused_for_every_role(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);

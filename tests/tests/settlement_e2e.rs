@@ -6,45 +6,18 @@
 use std::time::Duration;
 
 use enclosure_api::auth::Role;
-use enclosure_tests::api::{ApiSettings, ApiStack, Backend};
+use enclosure_tests::api::{ApiStack, Backend};
 use enclosure_tests::escrow::{
-    Http, Sandbox, Terms, active_room, deliver, fund_and_pay, milestone_state, money, now_ms,
-    wait_settled, wait_state,
+    Http, Sandbox, Terms, active_room, deliver, escrow_settings, fund_and_pay, milestone_state,
+    money, now_ms, wait_settled, wait_state,
 };
+use enclosure_tests::on_both;
 use serde_json::{Value, json};
-
-fn settings() -> ApiSettings {
-    ApiSettings {
-        escrow: true,
-        scheduler_interval_ms: Some(200),
-        // A crashed api's claim on a saga runs out quickly, so the restarted one resumes it.
-        settlement_lease_ms: Some(2_000),
-        ..ApiSettings::default()
-    }
-}
-
-macro_rules! on_both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $body(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $body(Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 /// Fund, deliver, accept: the escrow is paid out once, less the fee, the milestone is
 /// transferred and the room closes; every step is in the room's trail.
 async fn the_swap_pays_out_once_less_the_fee(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -164,7 +137,7 @@ const CRASH_POINTS: [&str; 5] = [
 /// The api dies between each pair of saga steps and starts again: each swap completes
 /// exactly once and no money moves twice.
 async fn a_crash_between_saga_steps_loses_and_repeats_nothing(backend: Backend) {
-    let mut stack = ApiStack::start(backend, 1, settings()).await;
+    let mut stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let terms = vec![Terms::default(); CRASH_POINTS.len()];
     let (room, ms, pids) = {
@@ -240,7 +213,7 @@ async fn post_webhook(stack: &ApiStack, signature: &str, body: &[u8]) -> (u16, V
 /// Forged, stale, replayed, unconfirmed and duplicated webhooks: nothing moves twice, and
 /// nothing moves on the body's word alone.
 async fn webhooks_move_money_once_and_only_when_true(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -340,7 +313,7 @@ on_both!(webhooks, webhooks_move_money_once_and_only_when_true);
 /// The ways money goes back: a dispute an admin refunds, both parties cancelling, and a
 /// payment that arrives after the milestone expired; each refunded once at the provider.
 async fn refunds_return_the_escrow_once(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -412,7 +385,7 @@ on_both!(refunds, refunds_return_the_escrow_once);
 /// Two api processes on one database, each running its scheduler: every swap is claimed by
 /// one of them and pays out exactly once.
 async fn two_schedulers_pay_each_swap_once(backend: Backend) {
-    let stack = ApiStack::start(backend, 2, settings()).await;
+    let stack = ApiStack::start(backend, 2, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
@@ -449,7 +422,7 @@ on_both!(two_schedulers, two_schedulers_pay_each_swap_once);
 /// refunded at the provider behind the api's back, so the payout is never attempted twice
 /// nor forced; the milestone shows needs_admin, and an admin settles it.
 async fn a_swap_that_cannot_complete_waits_for_an_admin(backend: Backend) {
-    let stack = ApiStack::start(backend, 1, settings()).await;
+    let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
