@@ -107,6 +107,14 @@ impl AppState {
         path.starts_with("/v1/") && path != crate::routes::payments::WEBHOOK_PATH
     }
 
+    /// The escrow services over this state's store, at the current time.
+    pub fn escrow(&self) -> crate::escrow::Escrow<'_> {
+        crate::escrow::Escrow {
+            store: &self.store,
+            now_ms: self.now_ms(),
+        }
+    }
+
     /// The verified caller of a request's bearer token, if it has a valid one.
     pub fn caller_of(&self, headers: &HeaderMap) -> Option<crate::auth::Caller> {
         let token = BearerToken::from_headers(headers).ok()?;

@@ -16,7 +16,7 @@ use super::funding::{provider_error, system_caller};
 use super::{Escrow, viewer};
 use crate::ApiError;
 use crate::payments::{PaymentProvider, Refund, Transfer};
-use crate::store::escrow::{Moved, SettlementChange, SettlementRecord};
+use crate::store::escrow::{Moved, RoomRecord, SettlementChange, SettlementRecord};
 
 /// How often a saga waiting for a provider event is looked at again (the event itself also
 /// wakes it).
@@ -196,7 +196,7 @@ impl Settler<'_> {
             .payment_of_milestone(&s.milestone_id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        let (_, milestone) = store
+        let (room, milestone) = store
             .milestone(viewer(&system), &s.milestone_id)
             .await?
             .ok_or(ApiError::NotFound)?;
@@ -212,7 +212,7 @@ impl Settler<'_> {
                     .await?;
                 return Ok(false);
             }
-            SettlementAction::CallProvider => match self.call_provider(&s, &payment).await {
+            SettlementAction::CallProvider => match self.call_provider(&s, &room, &payment).await {
                 Ok(object_id) => {
                     crate::faults::crash_point("settlement.after_call");
                     SettlementChange {
@@ -269,26 +269,19 @@ impl Settler<'_> {
     async fn call_provider(
         &self,
         s: &SettlementRecord,
+        room: &RoomRecord,
         payment: &crate::store::escrow::PaymentRecord,
     ) -> Result<String, crate::payments::ProviderError> {
         let key = provider_call_key(&s.milestone_id, s.kind, s.round);
         match s.kind {
             SettlementKind::Release => {
-                let room = self
-                    .escrow
-                    .store
-                    .milestone(viewer(&system_caller(super::SYSTEM_ACTOR)), &s.milestone_id)
-                    .await
-                    .map_err(|e| crate::payments::ProviderError::Unavailable(e.to_string()))?
-                    .map(|(room, _)| room)
-                    .ok_or(crate::payments::ProviderError::NotFound)?;
                 let t = self
                     .provider
                     .transfer(Transfer {
                         idempotency_key: key,
                         payment_id: payment.provider_payment_id.clone(),
                         amount_minor: s.amount_minor,
-                        destination: room.freelancer,
+                        destination: room.freelancer.clone(),
                     })
                     .await?;
                 Ok(t.id)

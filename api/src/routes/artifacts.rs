@@ -9,16 +9,9 @@ use axum::http::StatusCode;
 use crate::ApiError;
 use crate::auth::Caller;
 use crate::error::Problem;
-use crate::escrow::{ArtifactView, Escrow, NewArtifact, NewUpload, SignedUrl, UrlSigner};
+use crate::escrow::{ArtifactView, NewArtifact, NewUpload, SignedUrl, UrlSigner};
 use crate::json::ApiJson;
 use crate::server::Shared;
-
-fn escrow(state: &Shared) -> Escrow<'_> {
-    Escrow {
-        store: &state.store,
-        now_ms: state.now_ms(),
-    }
-}
 
 /// The presigner with the configured URL lifetime (checked when the store was opened).
 fn signer(state: &Shared) -> Option<UrlSigner<'_>> {
@@ -40,7 +33,8 @@ pub async fn upload_url(
     Path(milestone_id): Path<String>,
     ApiJson(body): ApiJson<NewUpload>,
 ) -> Result<(StatusCode, Json<SignedUrl>), ApiError> {
-    let url = escrow(&state)
+    let url = state
+        .escrow()
         .upload_url(&caller, &milestone_id, body, signer(&state))
         .await?;
     Ok((StatusCode::CREATED, Json(url)))
@@ -57,7 +51,8 @@ pub async fn register(
     Path(milestone_id): Path<String>,
     ApiJson(body): ApiJson<NewArtifact>,
 ) -> Result<(StatusCode, Json<ArtifactView>), ApiError> {
-    let a = escrow(&state)
+    let a = state
+        .escrow()
         .register_artifact(&caller, &milestone_id, body, state.artifacts.as_ref())
         .await?;
     Ok((StatusCode::CREATED, Json(a)))
@@ -74,7 +69,7 @@ pub async fn list(
     Path(milestone_id): Path<String>,
 ) -> Result<Json<Vec<ArtifactView>>, ApiError> {
     Ok(Json(
-        escrow(&state).artifacts(&caller, &milestone_id).await?,
+        state.escrow().artifacts(&caller, &milestone_id).await?,
     ))
 }
 
@@ -90,7 +85,8 @@ pub async fn download_url(
     Path(artifact_id): Path<String>,
 ) -> Result<Json<SignedUrl>, ApiError> {
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .download_url(&caller, &artifact_id, signer(&state))
             .await?,
     ))

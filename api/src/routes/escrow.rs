@@ -10,7 +10,7 @@ use crate::ApiError;
 use crate::auth::Caller;
 use crate::error::Problem;
 use crate::escrow::{
-    AuditTrailEntry, Escrow, MilestoneView, NewNote, NewRoom, NoteView, Resolution, RoomView,
+    AuditTrailEntry, MilestoneView, NewNote, NewRoom, NoteView, Resolution, RoomView,
 };
 use crate::json::ApiJson;
 use crate::server::Shared;
@@ -45,13 +45,6 @@ pub struct TrailQuery {
     pub limit: Option<u32>,
 }
 
-fn escrow(state: &Shared) -> Escrow<'_> {
-    Escrow {
-        store: &state.store,
-        now_ms: state.now_ms(),
-    }
-}
-
 /// `POST /v1/rooms`.
 #[utoipa::path(post, path = "/v1/rooms", tag = "escrow", security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "Required on every mutating request; scoped to the caller")), request_body = NewRoom,
@@ -61,7 +54,7 @@ pub async fn create_room(
     caller: Caller,
     ApiJson(body): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomView>), ApiError> {
-    let room = escrow(&state).create_room(&caller, body).await?;
+    let room = state.escrow().create_room(&caller, body).await?;
     Ok((StatusCode::CREATED, Json(room)))
 }
 
@@ -72,7 +65,7 @@ pub async fn list_rooms(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<RoomView>>, ApiError> {
-    Ok(Json(escrow(&state).rooms(&caller).await?))
+    Ok(Json(state.escrow().rooms(&caller).await?))
 }
 
 /// `GET /v1/rooms/{room_id}`.
@@ -84,7 +77,7 @@ pub async fn get_room(
     caller: Caller,
     Path(room_id): Path<String>,
 ) -> Result<Json<RoomView>, ApiError> {
-    Ok(Json(escrow(&state).room(&caller, &room_id).await?))
+    Ok(Json(state.escrow().room(&caller, &room_id).await?))
 }
 
 /// `POST /v1/rooms/{room_id}/accept`: the caller accepts the terms.
@@ -98,7 +91,8 @@ pub async fn accept_terms(
     ApiJson(body): ApiJson<Decision>,
 ) -> Result<Json<RoomView>, ApiError> {
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .accept_terms(&caller, &room_id, body.expected_version)
             .await?,
     ))
@@ -115,7 +109,8 @@ pub async fn cancel_room(
     ApiJson(body): ApiJson<Decision>,
 ) -> Result<Json<RoomView>, ApiError> {
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .cancel_room(&caller, &room_id, body.expected_version)
             .await?,
     ))
@@ -138,7 +133,8 @@ pub async fn room_audit(
         ));
     }
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .room_audit(&caller, &room_id, q.after, limit)
             .await?,
     ))
@@ -159,7 +155,7 @@ macro_rules! transition_route {
             Path($id): Path<String>,
             ApiJson(body): ApiJson<Decision>,
         ) -> Result<Json<MilestoneView>, ApiError> {
-            let $e = escrow(&state);
+            let $e = state.escrow();
             let $v = body.expected_version;
             Ok(Json($call.await?))
         }
@@ -178,7 +174,8 @@ pub async fn submit(
     ApiJson(body): ApiJson<Decision>,
 ) -> Result<Json<MilestoneView>, ApiError> {
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .submit(
                 &caller,
                 &milestone_id,
@@ -201,7 +198,8 @@ pub async fn validate(
     ApiJson(body): ApiJson<Decision>,
 ) -> Result<Json<MilestoneView>, ApiError> {
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .validate(
                 &caller,
                 &milestone_id,
@@ -265,7 +263,8 @@ pub async fn resolve(
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<MilestoneView>, ApiError> {
     Ok(Json(
-        escrow(&state)
+        state
+            .escrow()
             .resolve(
                 &caller,
                 &milestone_id,
@@ -286,7 +285,7 @@ pub async fn add_note(
     Path(room_id): Path<String>,
     ApiJson(body): ApiJson<NewNote>,
 ) -> Result<(StatusCode, Json<NoteView>), ApiError> {
-    let note = escrow(&state).add_note(&caller, &room_id, body).await?;
+    let note = state.escrow().add_note(&caller, &room_id, body).await?;
     Ok((StatusCode::CREATED, Json(note)))
 }
 
@@ -299,5 +298,5 @@ pub async fn list_notes(
     caller: Caller,
     Path(room_id): Path<String>,
 ) -> Result<Json<Vec<NoteView>>, ApiError> {
-    Ok(Json(escrow(&state).notes(&caller, &room_id).await?))
+    Ok(Json(state.escrow().notes(&caller, &room_id).await?))
 }

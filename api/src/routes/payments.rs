@@ -1,7 +1,5 @@
 //! Money routes: a client funds a milestone; the provider posts its signed webhook events.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -11,7 +9,7 @@ use serde::Serialize;
 use crate::ApiError;
 use crate::auth::Caller;
 use crate::error::Problem;
-use crate::escrow::{Escrow, MoneyView, PaymentView, Settler, WebhookOutcome, body_digest};
+use crate::escrow::{MoneyView, PaymentView, Settler, WebhookOutcome, body_digest};
 use crate::payments::config::Payments;
 use crate::payments::events::{EventError, ProviderEvent};
 use crate::server::Shared;
@@ -45,10 +43,7 @@ pub async fn fund(
     Path(milestone_id): Path<String>,
 ) -> Result<(StatusCode, Json<PaymentView>), ApiError> {
     let payments = payments(&state)?;
-    let escrow = Escrow {
-        store: &state.store,
-        now_ms: state.now_ms(),
-    };
+    let escrow = state.escrow();
     let view = escrow
         .fund(&caller, payments.provider.as_ref(), &milestone_id)
         .await?;
@@ -64,10 +59,7 @@ pub async fn money(
     caller: Caller,
     Path(milestone_id): Path<String>,
 ) -> Result<Json<MoneyView>, ApiError> {
-    let escrow = Escrow {
-        store: &state.store,
-        now_ms: state.now_ms(),
-    };
+    let escrow = state.escrow();
     Ok(Json(escrow.money(&caller, &milestone_id).await?))
 }
 
@@ -93,16 +85,10 @@ pub async fn webhook(
     body: Bytes,
 ) -> Result<Json<WebhookAck>, ApiError> {
     let payments = payments(&state)?;
-    let now_ms = state.now_ms();
-    let now_secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let escrow = state.escrow();
+    let now_ms = escrow.now_ms;
+    let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    let escrow = Escrow {
-        store: &state.store,
-        now_ms,
-    };
     let event = match payments.webhooks.verify(signature, &body, now_secs) {
         Ok(e) => e,
         Err(e) => {
@@ -143,10 +129,7 @@ async fn kick_settlement(state: &Shared, payments: &Payments, event: &ProviderEv
     let Some(reference) = event.data.reference.as_deref() else {
         return;
     };
-    let escrow = Escrow {
-        store: &state.store,
-        now_ms: state.now_ms(),
-    };
+    let escrow = state.escrow();
     let owner = format!("webhook-{}", uuid::Uuid::new_v4());
     let settler = Settler {
         escrow,

@@ -107,6 +107,15 @@ const SETTLEMENT_COLUMNS: &str = "milestone_id, kind, room_id, payment_id, round
     amount_minor, fee_minor, provider_object_id, attempts, last_error, next_at_ms, lease_owner, \
     lease_until_ms, created_at_ms, updated_at_ms, version";
 
+/// A column list with every column qualified by a table alias, for joins.
+fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn settlement_from(r: &AnyRow) -> Result<SettlementRecord, StoreError> {
     let kind: String = r.try_get("kind")?;
     let step: String = r.try_get("step")?;
@@ -255,17 +264,14 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SettlementRecord>, StoreError> {
         let mut tx = self.scoped("", role::SYSTEM).await?;
-        let cols: Vec<String> = SETTLEMENT_COLUMNS
-            .split(',')
-            .map(|c| format!("s.{}", c.trim()))
-            .collect();
+        let cols = qualified(SETTLEMENT_COLUMNS, "s");
         let rows = sqlx::query(&format!(
             "SELECT {} FROM escrow_settlements s \
              JOIN escrow_milestones m ON m.id = s.milestone_id \
              JOIN escrow_payments p ON p.id = s.payment_id \
              WHERE s.kind = 'release' AND s.step = 'stalled' AND m.state = 'accepted' \
              AND p.state = 'escrowed' LIMIT $1",
-            cols.join(", ")
+            cols
         ))
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -394,10 +400,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(MilestoneRecord, PaymentRecord)>, StoreError> {
         let mut tx = self.scoped("", role::SYSTEM).await?;
-        let cols: Vec<String> = MILESTONE_COLUMNS
-            .split(',')
-            .map(|c| format!("m.{}", c.trim()))
-            .collect();
+        let cols = qualified(MILESTONE_COLUMNS, "m");
         let rows = sqlx::query(&format!(
             "SELECT {}, p.id AS p_id FROM escrow_milestones m \
              JOIN escrow_payments p ON p.milestone_id = m.id \
@@ -406,7 +409,7 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM escrow_settlements s WHERE s.milestone_id = m.id \
              AND s.kind = CASE m.state WHEN 'accepted' THEN 'release' ELSE 'refund' END) \
              ORDER BY m.updated_at_ms LIMIT $1",
-            cols.join(", ")
+            cols
         ))
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -434,14 +437,11 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<MilestoneRecord>, StoreError> {
         let mut tx = self.scoped("", role::SYSTEM).await?;
-        let cols: Vec<String> = MILESTONE_COLUMNS
-            .split(',')
-            .map(|c| format!("m.{}", c.trim()))
-            .collect();
+        let cols = qualified(MILESTONE_COLUMNS, "m");
         let rows = sqlx::query(&format!(
             "SELECT {} FROM escrow_milestones m JOIN escrow_rooms r ON r.id = m.room_id \
              WHERE r.state = 'active' AND {condition} ORDER BY m.updated_at_ms LIMIT $2",
-            cols.join(", ")
+            cols
         ))
         .bind(now_ms)
         .bind(i64::from(limit))
