@@ -189,11 +189,6 @@ impl Sandbox {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    crate::now() as i64 * 1000
-}
-
 /// Terms of one milestone: price, and funding and delivery deadlines from now.
 #[derive(Debug, Clone, Copy)]
 pub struct Terms {
@@ -275,7 +270,7 @@ pub async fn active_room_with(
         inspection_ms,
         max_revisions,
     } = terms;
-    let now = now_ms();
+    let now = wall_ms();
     let ms: Vec<Value> = milestones
         .iter()
         .enumerate()
@@ -437,18 +432,32 @@ pub async fn deliver(
     id
 }
 
-/// Polls until the milestone's first settlement is done (the step is written just after the
-/// milestone moves); answers the money view.
-pub async fn wait_settled(who: &Http<'_>, milestone_id: &str) -> Value {
+/// Polls the milestone's money view until `done` holds (webhooks and the scheduler are
+/// asynchronous); `what` names the wait in the failure message.
+pub async fn wait_money(
+    who: &Http<'_>,
+    milestone_id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mv = money(who, milestone_id).await;
-        if mv["settlements"][0]["step"] == "done" {
+        if done(&mv) {
             return mv;
         }
-        assert!(Instant::now() < deadline, "never settled: {mv}");
+        assert!(Instant::now() < deadline, "never {what}: {mv}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls until the milestone's first settlement is done (the step is written just after the
+/// milestone moves); answers the money view.
+pub async fn wait_settled(who: &Http<'_>, milestone_id: &str) -> Value {
+    wait_money(who, milestone_id, "settled", |mv| {
+        mv["settlements"][0]["step"] == "done"
+    })
+    .await
 }
 
 /// A milestone as `who` reads it in its room.
@@ -474,15 +483,10 @@ pub async fn room_state(who: &Http<'_>, room_id: &str) -> String {
 /// Polls until the milestone's money is back with the client: the payment refunded and
 /// its refund settlement done; answers the money view.
 pub async fn wait_refunded(who: &Http<'_>, milestone_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mv = money(who, milestone_id).await;
-        if mv["payment"]["state"] == "refunded" && mv["settlements"][0]["step"] == "done" {
-            return mv;
-        }
-        assert!(Instant::now() < deadline, "never refunded: {mv}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_money(who, milestone_id, "refunded", |mv| {
+        mv["payment"]["state"] == "refunded" && mv["settlements"][0]["step"] == "done"
+    })
+    .await
 }
 
 /// The room's audit trail as `who` reads it (up to 500 rows, oldest first).

@@ -9,7 +9,7 @@ use enclosure_api::auth::Role;
 use enclosure_tests::api::{ApiStack, Backend};
 use enclosure_tests::escrow::{
     Http, Sandbox, Terms, active_room, deliver, escrow_settings, fund_and_pay, milestone_state,
-    money, now_ms, wait_settled, wait_state,
+    money, wait_money, wait_refunded, wait_settled, wait_state, wall_ms,
 };
 use enclosure_tests::on_both;
 use serde_json::{Value, json};
@@ -230,7 +230,7 @@ async fn webhooks_move_money_once_and_only_when_true(backend: Backend) {
         .post_ok(&format!("/v1/milestones/{}/fund", ms[0]), json!({}), 201)
         .await;
     let pid = p["provider_payment_id"].as_str().expect("pid").to_string();
-    let now = (now_ms() / 1000) as u64;
+    let now = (wall_ms() / 1000) as u64;
     let body = format!(
         r#"{{"id":"evt_forged_1","type":"payment.succeeded","created":{now},"data":{{"payment_id":"{pid}","reference":"{}","amount_minor":50000,"currency":"EUR"}}}}"#,
         ms[0]
@@ -362,17 +362,9 @@ async fn refunds_return_the_escrow_once(backend: Backend) {
     sandbox.confirm(&p2, "succeed").await;
 
     for (m, pid) in [(&ms[0], &p0), (&ms[1], &p1), (&ms[2], &p2)] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let mv = money(&alice, m).await;
-            if mv["payment"]["state"] == "refunded" && mv["settlements"][0]["step"] == "done" {
-                assert_eq!(mv["settlements"][0]["kind"], "refund");
-                assert_eq!(mv["settlements"][0]["fee_minor"], 0, "no fee on a refund");
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "never refunded: {mv}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mv = wait_refunded(&alice, m).await;
+        assert_eq!(mv["settlements"][0]["kind"], "refund");
+        assert_eq!(mv["settlements"][0]["fee_minor"], 0, "no fee on a refund");
         assert_eq!(sandbox.payment(pid).await["status"], "refunded");
         assert_eq!(sandbox.count_events("refund.succeeded", pid).await, 1);
         assert_eq!(sandbox.count_events("transfer.paid", pid).await, 0);
@@ -433,11 +425,10 @@ async fn a_swap_that_cannot_complete_waits_for_an_admin(backend: Backend) {
     deliver(&bob, &room, m, b"work").await;
     sandbox.refund_directly(&pid).await;
     // The provider's refund event is true, so the api records it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while money(&alice, m).await["payment"]["state"] != "refunded" {
-        assert!(std::time::Instant::now() < deadline, "refund event applied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_money(&alice, m, "refund event applied", |mv| {
+        mv["payment"]["state"] == "refunded"
+    })
+    .await;
     alice
         .post_ok(&format!("/v1/milestones/{m}/accept"), json!({}), 200)
         .await;
