@@ -52,9 +52,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// What one direct measurement found.
+struct Direct {
+    /// Signs per second with one connection.
+    one: f64,
+    /// Signs per second with [`CLIENTS`] connections.
+    many: f64,
+    /// CPU microseconds per sign in the many-connection run: enclave, bench clients.
+    cpu: [f64; 2],
+}
+
 /// Signs per second straight at the enclave socket (no proxy, no api), with 1 and with 16
 /// connections, on a bench-only key.
-async fn enclave_direct(stack: &ApiStack) -> (f64, f64) {
+async fn enclave_direct(stack: &ApiStack) -> Direct {
     // Tickets must be made under the ticket key the api provisioned; in dev mode it sits in
     // the data directory (0600), so the bench reads it from there.
     let hex_key =
@@ -88,6 +98,7 @@ async fn enclave_direct(stack: &ApiStack) -> (f64, f64) {
         "{r:?}"
     );
     let mut rates = [0.0; 2];
+    let mut cpu = [0.0; 2];
     for (slot, connections) in [(0, 1), (1, CLIENTS)] {
         let mut clients = Vec::new();
         for _ in 0..connections {
@@ -97,6 +108,8 @@ async fn enclave_direct(stack: &ApiStack) -> (f64, f64) {
                     .expect("enclave"),
             );
         }
+        let before = cpu_snapshot(stack);
+        let t0 = Instant::now();
         rates[slot] = sign_rate(
             clients,
             &tk,
@@ -106,8 +119,15 @@ async fn enclave_direct(stack: &ApiStack) -> (f64, f64) {
             RUN,
         )
         .await;
+        let after = cpu_snapshot(stack);
+        let signs = rates[slot] * t0.elapsed().as_secs_f64();
+        cpu = [2, 3].map(|i| (after[i] - before[i]) / signs * 1e6);
     }
-    (rates[0], rates[1])
+    Direct {
+        one: rates[0],
+        many: rates[1],
+        cpu,
+    }
 }
 
 async fn https_rate(stack: &ApiStack, key_id: &str) -> (f64, Vec<Duration>) {
@@ -117,6 +137,9 @@ async fn https_rate(stack: &ApiStack, key_id: &str) -> (f64, Vec<Duration>) {
         "message": base64::engine::general_purpose::STANDARD.encode(MESSAGE)
     })
     .to_string();
+    // Keys fresh to this run: a key reused from an earlier round would be answered from the
+    // idempotency store without signing.
+    let run_id: u64 = rand::random();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..CLIENTS {
@@ -132,14 +155,18 @@ async fn https_rate(stack: &ApiStack, key_id: &str) -> (f64, Vec<Duration>) {
                     .post(url.as_str())
                     .bearer_auth(token.as_str())
                     .header("content-type", "application/json")
-                    .header("Idempotency-Key", format!("bench-{w}-{i}"))
+                    .header("Idempotency-Key", format!("bench-{run_id:x}-{w}-{i}"))
                     .body(body.clone())
                     .send()
                     .await
                     .expect("request");
                 let status = r.status();
+                let replayed = r
+                    .headers()
+                    .contains_key(enclosure_api::idempotency::REPLAYED);
                 let _ = r.bytes().await;
                 assert_eq!(status, 200);
+                assert!(!replayed, "a bench request was answered by a replay");
                 lat.push(t0.elapsed());
                 i += 1;
             }
@@ -168,11 +195,12 @@ fn pin(pid: Option<u32>, cpus: &str) {
 /// One measured round: direct, HTTPS, direct again; prints rates, ratio, latency and CPU.
 async fn round(stack: &ApiStack, key_id: &str, label: &str) {
     println!("--- {label}");
-    let (one_a, many_a) = enclave_direct(stack).await;
+    let a = enclave_direct(stack).await;
     let before = cpu_snapshot(stack);
     let (https, lat) = https_rate(stack, key_id).await;
     let after = cpu_snapshot(stack);
-    let (one_b, many_b) = enclave_direct(stack).await;
+    let b = enclave_direct(stack).await;
+    let (one_a, many_a, one_b, many_b) = (a.one, a.many, b.one, b.many);
     let (direct_one, direct) = ((one_a + one_b) / 2.0, (many_a + many_b) / 2.0);
     let n = lat.len() as f64;
     let per_req = |i: usize| (after[i] - before[i]) / n * 1e6;
@@ -181,6 +209,11 @@ async fn round(stack: &ApiStack, key_id: &str, label: &str) {
     );
     println!(
         "enclave direct, {CLIENTS} connections:      {direct:>8.0} signs/s  (before {many_a:.0}, after {many_b:.0})"
+    );
+    println!(
+        "CPU per direct sign ({CLIENTS} connections): enclave {:.0} us, bench clients {:.0} us",
+        (a.cpu[0] + b.cpu[0]) / 2.0,
+        (a.cpu[1] + b.cpu[1]) / 2.0
     );
     println!(
         "HTTPS api, {CLIENTS} clients (SQLite):        {https:>8.0} signs/s  ({:.0}% of direct with {CLIENTS}, {:.0}% of direct with 1)",
