@@ -1,9 +1,15 @@
 //! Idempotency records: one per (caller, Idempotency-Key), so a retried mutating request gets
 //! the first attempt's response instead of running twice.
 
-use sqlx::Row;
+use std::collections::HashSet;
 
-use super::{Store, StoreError};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::oneshot;
+
+use super::tickets::{ROWS_PER_STATEMENT, values_sql};
+use super::writer::{self, Job};
+use super::{Backend, Store, StoreError};
 
 /// A completed response is replayed for this long after it was stored (5 minutes).
 pub const IDEMPOTENCY_REPLAY_MS: i64 = 5 * 60 * 1000;
@@ -18,6 +24,9 @@ pub const IDEMPOTENCY_RETAIN_MS: i64 = 24 * 60 * 60 * 1000;
 pub const IDEMPOTENCY_RUNNING_LEASE_MS: i64 = 5 * 60 * 1000;
 /// Purge records past retention on about one `idempotency_begin` in this many.
 const PURGE_EVERY: u64 = 64;
+/// Reads back the record a begin did not start.
+const SELECT_RECORD: &str = "SELECT request_hash, state, status, body, created_at_ms, \
+     completed_at_ms FROM idempotency WHERE caller = $1 AND idem_key = $2";
 
 /// What `idempotency_begin` found for a caller's key.
 #[derive(Clone, PartialEq, Eq)]
@@ -76,6 +85,19 @@ impl Store {
                 .execute(self.relaxed_pool())
                 .await?;
         }
+        if self.inner.backend == Backend::Sqlite {
+            let (reply, answer) = oneshot::channel();
+            let job = Job::IdemBegin {
+                begin: Begin {
+                    caller: caller.to_string(),
+                    key: key.to_string(),
+                    request_hash: request_hash.to_vec(),
+                    now_ms,
+                },
+                reply,
+            };
+            return writer::submit(&self.inner.writer, job, answer).await;
+        }
         // A record can vanish between the insert and the read (released by the first
         // attempt), so try again; a second vanishing in a row is as good as in progress.
         for _ in 0..3 {
@@ -100,47 +122,15 @@ impl Store {
             if started.rows_affected() == 1 {
                 return Ok(IdempotencyBegin::Started);
             }
-            let Some(row) = sqlx::query(
-                "SELECT request_hash, state, status, body, created_at_ms, completed_at_ms FROM idempotency \
-                 WHERE caller = $1 AND idem_key = $2",
-            )
-            .bind(caller)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?
+            let Some(row) = sqlx::query(SELECT_RECORD)
+                .bind(caller)
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await?
             else {
                 continue;
             };
-            let stored_hash: Vec<u8> = row.try_get("request_hash")?;
-            if stored_hash != request_hash {
-                return Ok(IdempotencyBegin::Mismatch);
-            }
-            let state: String = row.try_get("state")?;
-            if state == "running" {
-                let created: i64 = row.try_get("created_at_ms")?;
-                if now_ms.saturating_sub(created) > IDEMPOTENCY_RUNNING_LEASE_MS {
-                    return Ok(IdempotencyBegin::Expired);
-                }
-                return Ok(IdempotencyBegin::InProgress);
-            }
-            let completed_at: i64 =
-                row.try_get::<Option<i64>, _>("completed_at_ms")?
-                    .ok_or(StoreError::Corrupt(
-                        "completed idempotency record without a time",
-                    ))?;
-            if now_ms.saturating_sub(completed_at) > IDEMPOTENCY_REPLAY_MS {
-                return Ok(IdempotencyBegin::Expired);
-            }
-            let status = row
-                .try_get::<Option<i64>, _>("status")?
-                .and_then(|s| u16::try_from(s).ok())
-                .ok_or(StoreError::Corrupt(
-                    "completed idempotency record without a status",
-                ))?;
-            let body: Vec<u8> = row
-                .try_get::<Option<Vec<u8>>, _>("body")?
-                .unwrap_or_default();
-            return Ok(IdempotencyBegin::Replay { status, body });
+            return found(&row, request_hash, now_ms);
         }
         Ok(IdempotencyBegin::InProgress)
     }
@@ -154,6 +144,23 @@ impl Store {
         body: &[u8],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if self.inner.backend == Backend::Sqlite {
+            let (reply, answer) = oneshot::channel();
+            let job = Job::IdemComplete {
+                complete: Complete {
+                    caller: caller.to_string(),
+                    key: key.to_string(),
+                    status,
+                    body: body.to_vec(),
+                    now_ms,
+                },
+                reply,
+            };
+            return match writer::submit(&self.inner.writer, job, answer).await? {
+                true => Ok(()),
+                false => Err(StoreError::IdempotencyNotRunning),
+            };
+        }
         // Relaxed: the request's durable writes (its ticket claim, its audit row) are already
         // committed, and a completion lost in a crash only turns a replay into `InProgress`
         // and then, after the running lease, `Expired`: never a second execution.
@@ -185,5 +192,222 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+}
+
+/// What an existing record means for a request with fingerprint `request_hash` at `now_ms`.
+fn found(row: &AnyRow, request_hash: &[u8], now_ms: i64) -> Result<IdempotencyBegin, StoreError> {
+    let stored_hash: Vec<u8> = row.try_get("request_hash")?;
+    if stored_hash != request_hash {
+        return Ok(IdempotencyBegin::Mismatch);
+    }
+    let state: String = row.try_get("state")?;
+    if state == "running" {
+        let created: i64 = row.try_get("created_at_ms")?;
+        if now_ms.saturating_sub(created) > IDEMPOTENCY_RUNNING_LEASE_MS {
+            return Ok(IdempotencyBegin::Expired);
+        }
+        return Ok(IdempotencyBegin::InProgress);
+    }
+    let completed_at: i64 =
+        row.try_get::<Option<i64>, _>("completed_at_ms")?
+            .ok_or(StoreError::Corrupt(
+                "completed idempotency record without a time",
+            ))?;
+    if now_ms.saturating_sub(completed_at) > IDEMPOTENCY_REPLAY_MS {
+        return Ok(IdempotencyBegin::Expired);
+    }
+    let status = row
+        .try_get::<Option<i64>, _>("status")?
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or(StoreError::Corrupt(
+            "completed idempotency record without a status",
+        ))?;
+    let body: Vec<u8> = row
+        .try_get::<Option<Vec<u8>>, _>("body")?
+        .unwrap_or_default();
+    Ok(IdempotencyBegin::Replay { status, body })
+}
+
+/// A queued `idempotency_begin` (SQLite: the writer runs it inside its batch).
+pub(super) struct Begin {
+    pub(super) caller: String,
+    pub(super) key: String,
+    pub(super) request_hash: Vec<u8>,
+    pub(super) now_ms: i64,
+}
+
+/// A queued `idempotency_complete` (SQLite: the writer runs it inside its batch).
+pub(super) struct Complete {
+    pub(super) caller: String,
+    pub(super) key: String,
+    pub(super) status: u16,
+    pub(super) body: Vec<u8>,
+    pub(super) now_ms: i64,
+}
+
+/// Runs a batch's completions inside the writer's transaction, one statement per
+/// [`ROWS_PER_STATEMENT`] rows; answers, in order, whether each record was still running.
+///
+/// Completions go before the batch's begins, so a retry queued beside its first attempt's
+/// completion is answered with the stored response.
+pub(super) async fn complete_in(
+    tx: &mut Transaction<'static, Any>,
+    completes: &[Complete],
+) -> Result<Vec<bool>, StoreError> {
+    let mut done = HashSet::new();
+    for chunk in completes.chunks(ROWS_PER_STATEMENT) {
+        // SQLite names a VALUES list's columns column1, column2, ….
+        let sql = values_sql(
+            "UPDATE idempotency SET state = 'done', status = v.column3, body = v.column4, \
+             completed_at_ms = v.column5 FROM (VALUES",
+            5,
+            chunk.len(),
+        ) + ") AS v WHERE idempotency.caller = v.column1 AND idempotency.idem_key = v.column2 \
+              AND idempotency.state = 'running' \
+              RETURNING idempotency.caller, idempotency.idem_key";
+        let mut q = sqlx::query(&sql);
+        for c in chunk {
+            q = q
+                .bind(c.caller.as_str())
+                .bind(c.key.as_str())
+                .bind(i64::from(c.status))
+                .bind(c.body.as_slice())
+                .bind(c.now_ms);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            done.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+    }
+    Ok(completes
+        .iter()
+        .map(|c| done.contains(&(c.caller.clone(), c.key.clone())))
+        .collect())
+}
+
+/// Runs a batch's begins inside the writer's transaction: one upsert per
+/// [`ROWS_PER_STATEMENT`] rows starts every key that is free (or past retention), then each
+/// begin that did not start reads the record it met. Within a batch, the first begin of a key
+/// is the one that can start it; a second sees it running.
+pub(super) async fn begin_in(
+    tx: &mut Transaction<'static, Any>,
+    begins: &[Begin],
+) -> Result<Vec<IdempotencyBegin>, StoreError> {
+    let mut started = HashSet::new();
+    for chunk in begins.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT INTO idempotency (caller, idem_key, request_hash, state, created_at_ms) VALUES",
+            5,
+            chunk.len(),
+        ) + &format!(
+            " ON CONFLICT (caller, idem_key) DO UPDATE SET \
+               request_hash = excluded.request_hash, state = 'running', status = NULL, \
+               body = NULL, created_at_ms = excluded.created_at_ms, completed_at_ms = NULL \
+             WHERE idempotency.created_at_ms < excluded.created_at_ms - {IDEMPOTENCY_RETAIN_MS} \
+             RETURNING caller, idem_key"
+        );
+        let mut q = sqlx::query(&sql);
+        for b in chunk {
+            q = q
+                .bind(b.caller.as_str())
+                .bind(b.key.as_str())
+                .bind(b.request_hash.as_slice())
+                .bind("running")
+                .bind(b.now_ms);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            started.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+    }
+    let mut out = Vec::with_capacity(begins.len());
+    for b in begins {
+        // `remove`: only the first begin of a key in the batch is the one that started it.
+        if started.remove(&(b.caller.clone(), b.key.clone())) {
+            out.push(IdempotencyBegin::Started);
+            continue;
+        }
+        let row = sqlx::query(SELECT_RECORD)
+            .bind(b.caller.as_str())
+            .bind(b.key.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::Corrupt("an idempotency upsert left no record"))?;
+        out.push(found(&row, &b.request_hash, b.now_ms)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DatabaseConfig;
+
+    fn begin(key: &str, hash: u8, now_ms: i64) -> Begin {
+        Begin {
+            caller: "alice".into(),
+            key: key.into(),
+            request_hash: vec![hash; 32],
+            now_ms,
+        }
+    }
+
+    /// One batch as the writer runs it: the first begin of a key starts it, a later begin of
+    /// that key in the same batch meets it running (or mismatched), and a completion queued
+    /// before a retry lets the retry replay.
+    #[tokio::test]
+    async fn one_batch_starts_each_key_once_and_completions_come_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&DatabaseConfig::Sqlite {
+            path: dir.path().join("db.sqlite"),
+        })
+        .await
+        .expect("store");
+        let mut tx = store.pool().begin().await.expect("tx");
+        let got = begin_in(
+            &mut tx,
+            &[
+                begin("a", 1, 10),
+                begin("a", 1, 10),
+                begin("a", 2, 10),
+                begin("b", 1, 10),
+            ],
+        )
+        .await
+        .expect("begins");
+        assert_eq!(
+            got,
+            vec![
+                IdempotencyBegin::Started,
+                IdempotencyBegin::InProgress,
+                IdempotencyBegin::Mismatch,
+                IdempotencyBegin::Started,
+            ]
+        );
+        let complete = |key: &str| Complete {
+            caller: "alice".into(),
+            key: key.into(),
+            status: 201,
+            body: b"{}".to_vec(),
+            now_ms: 20,
+        };
+        // "a" completes; "nope" was never begun.
+        let done = complete_in(&mut tx, &[complete("a"), complete("nope")])
+            .await
+            .expect("completes");
+        assert_eq!(done, vec![true, false]);
+        let got = begin_in(&mut tx, &[begin("a", 1, 30), begin("b", 1, 30)])
+            .await
+            .expect("retries");
+        assert_eq!(
+            got,
+            vec![
+                IdempotencyBegin::Replay {
+                    status: 201,
+                    body: b"{}".to_vec()
+                },
+                IdempotencyBegin::InProgress,
+            ]
+        );
+        tx.commit().await.expect("commit");
     }
 }

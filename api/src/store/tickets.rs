@@ -197,7 +197,7 @@ impl Store {
 }
 
 /// Rows per multi-row statement in [`admit_in`] (at most 9 parameters each).
-const ROWS_PER_STATEMENT: usize = 64;
+pub(super) const ROWS_PER_STATEMENT: usize = 64;
 
 impl Store {
     /// Counts one hit on each of `hits` and, if every count stays within its limit, records
@@ -292,7 +292,7 @@ fn check_ticket(t: &TicketRecord) -> Result<(), StoreError> {
 }
 
 /// `PREFIX ($1, …, $columns), (…)` for `rows` rows.
-fn values_sql(prefix: &str, columns: usize, rows: usize) -> String {
+pub(super) fn values_sql(prefix: &str, columns: usize, rows: usize) -> String {
     let mut sql = String::from(prefix);
     for r in 0..rows {
         sql.push_str(if r == 0 { " (" } else { ", (" });

@@ -17,12 +17,16 @@
 //! job in it gets [`StoreError::GroupCommit`] and nothing of it is recorded.
 //!
 //! Lock order, identical in every process so batches cannot deadlock: rate-limit counters by
-//! (bucket, window), then ticket rows by id, then the audit chain head.
+//! (bucket, window), then ticket rows by id, then the audit chain head. On SQLite (one write
+//! lock per file, so no order to keep) idempotency records join the batch too, before the
+//! rest: a request's claim of its Idempotency-Key and the storing of its response are then
+//! statements in a shared transaction instead of a commit each.
 
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{self, AuditEntry, AuditRow};
+use super::idempotency::{self, Begin, Complete, IdempotencyBegin};
 use super::tickets::{self, Admission, TicketAdmission};
 use super::{Backend, StoreError, pg_begin_scoped, role};
 
@@ -49,6 +53,18 @@ pub(super) enum Job {
     Admit {
         admission: Admission,
         reply: oneshot::Sender<Result<TicketAdmission, StoreError>>,
+    },
+    /// Claim an Idempotency-Key for a request, or report its record (SQLite only: these rows
+    /// are not locked in a fixed order, which PostgreSQL's row locks would need).
+    IdemBegin {
+        begin: Begin,
+        reply: oneshot::Sender<Result<IdempotencyBegin, StoreError>>,
+    },
+    /// Store a finished request's response under its key (SQLite only, as above); answers
+    /// whether the record was still running.
+    IdemComplete {
+        complete: Complete,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
 }
 
@@ -86,6 +102,10 @@ struct Batch {
     admit_replies: Vec<oneshot::Sender<Result<TicketAdmission, StoreError>>>,
     entries: Vec<AuditEntry>,
     audit_replies: Vec<oneshot::Sender<Result<AuditRow, StoreError>>>,
+    begins: Vec<Begin>,
+    begin_replies: Vec<oneshot::Sender<Result<IdempotencyBegin, StoreError>>>,
+    completes: Vec<Complete>,
+    complete_replies: Vec<oneshot::Sender<Result<bool, StoreError>>>,
 }
 
 impl Batch {
@@ -108,6 +128,14 @@ impl Batch {
                 self.admissions.push(admission);
                 self.admit_replies.push(reply);
             }
+            Job::IdemBegin { begin, reply } => {
+                self.begins.push(begin);
+                self.begin_replies.push(reply);
+            }
+            Job::IdemComplete { complete, reply } => {
+                self.completes.push(complete);
+                self.complete_replies.push(reply);
+            }
         }
     }
 
@@ -121,6 +149,12 @@ impl Batch {
             let _ = reply.send(Err(err()));
         }
         for reply in self.audit_replies {
+            let _ = reply.send(Err(err()));
+        }
+        for reply in self.begin_replies {
+            let _ = reply.send(Err(err()));
+        }
+        for reply in self.complete_replies {
             let _ = reply.send(Err(err()));
         }
     }
@@ -141,6 +175,8 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
                 won,
                 admitted,
                 rows,
+                begun,
+                completed,
             }) => {
                 for (job, ok) in batch.claims.into_iter().zip(won) {
                     let _ = job.reply.send(Ok(ok));
@@ -150,6 +186,12 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
                 }
                 for (reply, row) in batch.audit_replies.into_iter().zip(rows) {
                     let _ = reply.send(Ok(row));
+                }
+                for (reply, b) in batch.begin_replies.into_iter().zip(begun) {
+                    let _ = reply.send(Ok(b));
+                }
+                for (reply, done) in batch.complete_replies.into_iter().zip(completed) {
+                    let _ = reply.send(Ok(done));
                 }
             }
             Err(e) => {
@@ -166,6 +208,8 @@ struct BatchResult {
     won: Vec<bool>,
     admitted: Vec<TicketAdmission>,
     rows: Vec<AuditRow>,
+    begun: Vec<IdempotencyBegin>,
+    completed: Vec<bool>,
 }
 
 async fn commit_batch(
@@ -179,6 +223,16 @@ async fn commit_batch(
         // IMMEDIATE takes the write lock first, so reading the chain head and writing after
         // it cannot fail on a lock upgrade when another process wrote in between.
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+    };
+    let completed = if batch.completes.is_empty() {
+        Vec::new()
+    } else {
+        idempotency::complete_in(&mut tx, &batch.completes).await?
+    };
+    let begun = if batch.begins.is_empty() {
+        Vec::new()
+    } else {
+        idempotency::begin_in(&mut tx, &batch.begins).await?
     };
     let admitted = if batch.admissions.is_empty() {
         Vec::new()
@@ -209,5 +263,7 @@ async fn commit_batch(
         won,
         admitted,
         rows,
+        begun,
+        completed,
     })
 }
