@@ -8,7 +8,9 @@
 //! clients) to the others, as on Nitro, where an enclave's vCPUs are taken away from the
 //! parent instance: there the ratio measures the host path's overhead rather than how the
 //! host and the enclave share one small machine. In each round the direct rate is measured
-//! before and after the HTTPS run and averaged, so a change in background load shows.
+//! before and after the HTTPS run and averaged, so a change in background load shows. The
+//! target (HTTPS at least 70% of the direct rate with 16) is judged on the pinned round, the
+//! shape production has; the shared round's ratio is printed beside it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,8 +194,9 @@ fn pin(pid: Option<u32>, cpus: &str) {
     assert!(out.status.success(), "taskset {cpus} {pid}: {out:?}");
 }
 
-/// One measured round: direct, HTTPS, direct again; prints rates, ratio, latency and CPU.
-async fn round(stack: &ApiStack, key_id: &str, label: &str) {
+/// One measured round: direct, HTTPS, direct again; prints rates, ratio, latency and CPU, and
+/// returns the verdict on the target.
+async fn round(stack: &ApiStack, key_id: &str, label: &str) -> String {
     println!("--- {label}");
     let a = enclave_direct(stack).await;
     let before = cpu_snapshot(stack);
@@ -235,14 +238,17 @@ async fn round(stack: &ApiStack, key_id: &str, label: &str) {
     );
     // Faster through the api than straight at the enclave means the direct run was held back
     // by something other than the enclave: no honest ratio can be read from it.
+    let ratio = 100.0 * https / direct;
     let verdict = if https > direct {
         "not comparable (HTTPS beat the direct run; the direct run is not enclave-bound here)"
+            .to_string()
     } else if https >= 0.70 * direct {
-        "met"
+        format!("met ({ratio:.0}%)")
     } else {
-        "NOT met"
+        format!("NOT met ({ratio:.0}%)")
     };
     println!("target (HTTPS >= 70% of enclave-direct with {CLIENTS}): {verdict}");
+    verdict
 }
 
 fn main() {
@@ -266,7 +272,7 @@ fn main() {
         let id = sdk.create_identity("bench").await.expect("identity");
         let key = sdk.create_key(&id.id).await.expect("key");
 
-        round(
+        let shared = round(
             &stack,
             &key.key_id,
             "shared CPUs: enclave, proxy, api and clients together",
@@ -281,7 +287,19 @@ fn main() {
             pin(stack.stack.proxy.as_ref().map(|p| p.pid()), &host);
             pin(Some(std::process::id()), &host);
             let label = format!("enclave pinned to CPU {enclave}, host side to CPUs {host}");
-            round(&stack, &key.key_id, &label).await;
+            let pinned = round(&stack, &key.key_id, &label).await;
+            // Production's shape decides: on Nitro the enclave's vCPUs are its own.
+            println!("--- verdict");
+            println!("target, enclave on CPUs of its own (as on Nitro): {pinned}");
+            println!(
+                "shared CPUs (this machine's host and enclave on the same cores; bounded by \
+                 enclave CPU / total CPU per sign): {shared}"
+            );
+        } else {
+            println!("--- verdict");
+            println!(
+                "one CPU: no round with the enclave on CPUs of its own; shared CPUs: {shared}"
+            );
         }
     });
 }
