@@ -4,6 +4,8 @@
 //! Everything here runs as the system role; on PostgreSQL row-level security shows these
 //! tables to no one else.
 
+use std::collections::HashMap;
+
 use enclosure_policy::settlement::{SettlementKind, SettlementStep};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -414,19 +416,35 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // The payments of the whole page in one more query (their columns share names with
+        // the milestones', so they are not selected in the join).
+        let placeholders: Vec<String> = (1..=rows.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM escrow_payments WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
         for r in &rows {
-            let m = milestone_from(r)?;
-            let pid: String = r.try_get("p_id")?;
-            let p = sqlx::query(&format!(
-                "SELECT {PAYMENT_COLUMNS} FROM escrow_payments WHERE id = $1"
-            ))
-            .bind(&pid)
-            .fetch_one(&mut *tx)
-            .await?;
-            out.push((m, payment_from(&p)?));
+            q = q.bind(r.try_get::<String, _>("p_id")?);
+        }
+        let mut payments: HashMap<String, PaymentRecord> = HashMap::new();
+        for p in q.fetch_all(&mut *tx).await? {
+            let p = payment_from(&p)?;
+            payments.insert(p.id.clone(), p);
         }
         tx.commit().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let pid: String = r.try_get("p_id")?;
+            let p = payments
+                .remove(&pid)
+                .ok_or(StoreError::Corrupt("a joined payment vanished"))?;
+            out.push((milestone_from(r)?, p));
+        }
         Ok(out)
     }
 
