@@ -246,6 +246,18 @@ pub(super) struct Complete {
     pub(super) now_ms: i64,
 }
 
+/// The (caller, key) pairs a statement's `RETURNING caller, idem_key` names.
+async fn returned_keys<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    tx: &mut Transaction<'static, Any>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut keys = Vec::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        keys.push((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+    }
+    Ok(keys)
+}
+
 /// Runs a batch's completions inside the writer's transaction, one statement per
 /// [`ROWS_PER_STATEMENT`] rows; answers, in order, whether each record was still running.
 ///
@@ -275,9 +287,7 @@ pub(super) async fn complete_in(
                 .bind(c.body.as_slice())
                 .bind(c.now_ms);
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            done.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
-        }
+        done.extend(returned_keys(q, tx).await?);
     }
     Ok(completes
         .iter()
@@ -315,9 +325,7 @@ pub(super) async fn begin_in(
                 .bind("running")
                 .bind(b.now_ms);
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            started.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
-        }
+        started.extend(returned_keys(q, tx).await?);
     }
     let mut out = Vec::with_capacity(begins.len());
     for b in begins {
