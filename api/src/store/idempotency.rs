@@ -298,11 +298,12 @@ pub(super) async fn complete_in(
 /// Runs a batch's begins inside the writer's transaction: one upsert per
 /// [`ROWS_PER_STATEMENT`] rows starts every key that is free (or past retention), then each
 /// begin that did not start reads the record it met. Within a batch, the first begin of a key
-/// is the one that can start it; a second sees it running.
+/// is the one that can start it; a second sees it running. The outer error fails the batch,
+/// an inner one only its begin.
 pub(super) async fn begin_in(
     tx: &mut Transaction<'static, Any>,
     begins: &[Begin],
-) -> Result<Vec<IdempotencyBegin>, StoreError> {
+) -> Result<Vec<Result<IdempotencyBegin, StoreError>>, StoreError> {
     let mut started = HashSet::new();
     for chunk in begins.chunks(ROWS_PER_STATEMENT) {
         let sql = values_sql(
@@ -331,7 +332,7 @@ pub(super) async fn begin_in(
     for b in begins {
         // `remove`: only the first begin of a key in the batch is the one that started it.
         if started.remove(&(b.caller.clone(), b.key.clone())) {
-            out.push(IdempotencyBegin::Started);
+            out.push(Ok(IdempotencyBegin::Started));
             continue;
         }
         let row = sqlx::query(SELECT_RECORD)
@@ -340,7 +341,8 @@ pub(super) async fn begin_in(
             .fetch_optional(&mut **tx)
             .await?
             .ok_or(StoreError::Corrupt("an idempotency upsert left no record"))?;
-        out.push(found(&row, &b.request_hash, b.now_ms)?);
+        // A record that cannot be read fails its own request, not the batch.
+        out.push(found(&row, &b.request_hash, b.now_ms));
     }
     Ok(out)
 }
@@ -381,7 +383,10 @@ mod tests {
             ],
         )
         .await
-        .expect("begins");
+        .expect("begins")
+        .into_iter()
+        .map(|b| b.expect("a readable record"))
+        .collect::<Vec<_>>();
         assert_eq!(
             got,
             vec![
@@ -405,7 +410,10 @@ mod tests {
         assert_eq!(done, vec![true, false]);
         let got = begin_in(&mut tx, &[begin("a", 1, 30), begin("b", 1, 30)])
             .await
-            .expect("retries");
+            .expect("retries")
+            .into_iter()
+            .map(|b| b.expect("a readable record"))
+            .collect::<Vec<_>>();
         assert_eq!(
             got,
             vec![
@@ -416,6 +424,25 @@ mod tests {
                 IdempotencyBegin::InProgress,
             ]
         );
+        // A record that cannot be read (done, without a completion time) fails its own begin
+        // and leaves the others in the batch alone.
+        sqlx::query(
+            "INSERT INTO idempotency (caller, idem_key, request_hash, state, created_at_ms) \
+             VALUES ('alice', 'broken', $1, 'done', 30)",
+        )
+        .bind(vec![1u8; 32])
+        .execute(&mut *tx)
+        .await
+        .expect("a broken record");
+        let got = begin_in(&mut tx, &[begin("broken", 1, 40), begin("c", 1, 40)])
+            .await
+            .expect("the batch goes on");
+        assert!(
+            matches!(got[0], Err(StoreError::Corrupt(_))),
+            "{:?}",
+            got[0]
+        );
+        assert_eq!(got[1].as_ref().ok(), Some(&IdempotencyBegin::Started));
         tx.commit().await.expect("commit");
     }
 }

@@ -188,7 +188,7 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
                     let _ = reply.send(Ok(row));
                 }
                 for (reply, b) in batch.begin_replies.into_iter().zip(begun) {
-                    let _ = reply.send(Ok(b));
+                    let _ = reply.send(b);
                 }
                 for (reply, done) in batch.complete_replies.into_iter().zip(completed) {
                     let _ = reply.send(Ok(done));
@@ -208,7 +208,7 @@ struct BatchResult {
     won: Vec<bool>,
     admitted: Vec<TicketAdmission>,
     rows: Vec<AuditRow>,
-    begun: Vec<IdempotencyBegin>,
+    begun: Vec<Result<IdempotencyBegin, StoreError>>,
     completed: Vec<bool>,
 }
 
