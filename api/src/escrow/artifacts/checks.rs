@@ -33,6 +33,26 @@ impl Escrow<'_> {
         }
     }
 
+    /// The milestone's frozen (or not yet frozen) artifacts; refused as `guard_failed` with
+    /// `none` when there are none.
+    async fn artifacts_to_check(
+        &self,
+        caller: &Caller,
+        m: &MilestoneRecord,
+        frozen: bool,
+        none: &str,
+    ) -> Result<Vec<ArtifactRecord>, ApiError> {
+        let mut rows = self
+            .store
+            .milestone_artifacts(viewer(caller), &m.id)
+            .await?;
+        rows.retain(|a| a.frozen_at_ms.is_some() == frozen);
+        if rows.is_empty() {
+            return Err(conflict("guard_failed", none));
+        }
+        Ok(rows)
+    }
+
     /// At least one artifact awaits submission, and the store still holds each as registered.
     /// The move then freezes every unfrozen row; one registered between this check and the
     /// move was checked against the store by its own registration, and validation reads all
@@ -43,20 +63,16 @@ impl Escrow<'_> {
         m: &MilestoneRecord,
         store: Option<&ArtifactStore>,
     ) -> Result<(), ApiError> {
-        let rows = self
-            .store
-            .milestone_artifacts(viewer(caller), &m.id)
-            .await?;
-        let fresh: Vec<&ArtifactRecord> =
-            rows.iter().filter(|a| a.frozen_at_ms.is_none()).collect();
-        if fresh.is_empty() {
-            return Err(conflict(
-                "guard_failed",
+        let fresh = self
+            .artifacts_to_check(
+                caller,
+                m,
+                false,
                 "nothing to submit: register at least one artifact first",
-            ));
-        }
+            )
+            .await?;
         let store = store.ok_or_else(unavailable)?;
-        for a in fresh {
+        for a in &fresh {
             let key = ObjectKey::parse(&a.storage_key).map_err(store_failed)?;
             let info = store.head(&key).await.map_err(store_failed)?;
             same_object(a, info)?;
@@ -72,20 +88,16 @@ impl Escrow<'_> {
         m: &MilestoneRecord,
         store: Option<&ArtifactStore>,
     ) -> Result<(), ApiError> {
-        let rows = self
-            .store
-            .milestone_artifacts(viewer(caller), &m.id)
-            .await?;
-        let frozen: Vec<&ArtifactRecord> =
-            rows.iter().filter(|a| a.frozen_at_ms.is_some()).collect();
-        if frozen.is_empty() {
-            return Err(conflict(
-                "guard_failed",
+        let frozen = self
+            .artifacts_to_check(
+                caller,
+                m,
+                true,
                 "nothing to validate: the submission holds no artifact",
-            ));
-        }
+            )
+            .await?;
         let store = store.ok_or_else(unavailable)?;
-        for a in frozen {
+        for a in &frozen {
             let key = ObjectKey::parse(&a.storage_key).map_err(store_failed)?;
             // One byte past the recorded size is enough to see that it grew.
             let cap = u64::try_from(a.size_bytes).unwrap_or(0).saturating_add(1);
