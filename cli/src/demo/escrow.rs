@@ -245,17 +245,7 @@ async fn upload(
             req = req.header(name, value);
         }
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| anyhow!("PUT {}: {}", redact(&url), e.without_url()))?;
-    if !resp.status().is_success() {
-        bail!(
-            "the artifact store answered {} to PUT {}",
-            resp.status(),
-            redact(&url)
-        );
-    }
+    send_to_store(req, "PUT", &url).await?;
     let id = text(&put, "/artifact_id")?;
     let mut body = meta;
     body["artifact_id"] = json!(id);
@@ -325,6 +315,27 @@ async fn swap(
     Ok(())
 }
 
+/// Sends a presigned request to the artifact store; a transport failure or a non-2xx answer
+/// is an error that names the method and the URL with its signature redacted.
+async fn send_to_store(
+    req: reqwest::RequestBuilder,
+    method: &str,
+    url: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow!("{method} {}: {}", redact(url), e.without_url()))?;
+    if !resp.status().is_success() {
+        bail!(
+            "the artifact store answered {} to {method} {}",
+            resp.status(),
+            redact(url)
+        );
+    }
+    Ok(resp)
+}
+
 /// alice fetches the artifact through a presigned GET the swap unlocked.
 async fn download(
     alice: &Caller<'_>,
@@ -335,18 +346,7 @@ async fn download(
         .get(&format!("/v1/artifacts/{artifact}/download-url"))
         .await?;
     let url = text(&u, "/url")?;
-    let resp = plain
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| anyhow!("GET {}: {}", redact(&url), e.without_url()))?;
-    if !resp.status().is_success() {
-        bail!(
-            "the artifact store answered {} to GET {}",
-            resp.status(),
-            redact(&url)
-        );
-    }
+    let resp = send_to_store(plain.get(&url), "GET", &url).await?;
     let bytes = resp
         .bytes()
         .await
