@@ -308,15 +308,9 @@ pub async fn active_room_with(
 
 /// A milestone's state as `who` reads it in its room.
 pub async fn milestone_state(who: &Http<'_>, room_id: &str, milestone_id: &str) -> String {
-    let (status, room) = who.get(&format!("/v1/rooms/{room_id}")).await;
-    assert_eq!(status, 200, "{room}");
-    room["milestones"]
-        .as_array()
-        .expect("milestones")
-        .iter()
-        .find(|m| m["id"] == milestone_id)
-        .and_then(|m| m["state"].as_str())
-        .expect("the milestone")
+    milestone(who, room_id, milestone_id).await["state"]
+        .as_str()
+        .expect("a state")
         .to_string()
 }
 

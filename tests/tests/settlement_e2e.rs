@@ -8,8 +8,8 @@ use std::time::Duration;
 use enclosure_api::auth::Role;
 use enclosure_tests::api::{ApiStack, Backend};
 use enclosure_tests::escrow::{
-    Http, Sandbox, Terms, active_room, deliver, escrow_settings, fund_and_pay, milestone_state,
-    money, wait_money, wait_refunded, wait_settled, wait_state, wall_ms,
+    Http, Sandbox, Terms, active_room, deliver, download, escrow_settings, fund_and_pay,
+    milestone_state, money, wait_money, wait_refunded, wait_settled, wait_state, wall_ms,
 };
 use enclosure_tests::on_both;
 use serde_json::{Value, json};
@@ -79,17 +79,7 @@ async fn the_swap_pays_out_once_less_the_fee(backend: Backend) {
         "{mv}"
     );
     // The swap granted the download: the client fetches exactly the validated bytes.
-    let (status, url) = alice
-        .get(&format!("/v1/artifacts/{artifact}/download-url"))
-        .await;
-    assert_eq!(status, 200, "{url}");
-    let got = reqwest::get(url["url"].as_str().expect("url"))
-        .await
-        .expect("download")
-        .bytes()
-        .await
-        .expect("bytes");
-    assert_eq!(&got[..], work);
+    assert_eq!(download(&alice, &artifact).await, work);
     let at_provider = sandbox.payment(&pid).await;
     assert_eq!(at_provider["status"], "transferred", "{at_provider}");
     assert_eq!(sandbox.count_events("transfer.paid", &pid).await, 1);
