@@ -224,21 +224,10 @@ async fn commit_batch(
         // it cannot fail on a lock upgrade when another process wrote in between.
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
     };
-    let completed = if batch.completes.is_empty() {
-        Vec::new()
-    } else {
-        idempotency::complete_in(&mut tx, &batch.completes).await?
-    };
-    let begun = if batch.begins.is_empty() {
-        Vec::new()
-    } else {
-        idempotency::begin_in(&mut tx, &batch.begins).await?
-    };
-    let admitted = if batch.admissions.is_empty() {
-        Vec::new()
-    } else {
-        tickets::admit_in(&mut tx, &batch.admissions).await?
-    };
+    // These run no statement for an empty list; the audit append below would read the head.
+    let completed = idempotency::complete_in(&mut tx, &batch.completes).await?;
+    let begun = idempotency::begin_in(&mut tx, &batch.begins).await?;
+    let admitted = tickets::admit_in(&mut tx, &batch.admissions).await?;
     let mut won = Vec::with_capacity(batch.claims.len());
     for c in &batch.claims {
         // One statement decides: the row lock makes a concurrent claimant in another
