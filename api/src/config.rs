@@ -126,7 +126,7 @@ pub struct DatabaseSettings {
     pub owner_url: Option<String>,
 }
 
-/// The `[rate_limits]` table: key operations per minute.
+/// The `[rate_limits]` table: key operations per minute, each a bucket that refills evenly.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {

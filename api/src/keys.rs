@@ -167,34 +167,22 @@ pub async fn list_identities(
 /// Rate-limit scopes, in the order of the hits [`rate_limit_hits`] makes.
 const RATE_LIMIT_SCOPES: [&str; 2] = ["user", "identity"];
 
-/// The per-user and per-identity counters a key operation counts against, and the
-/// Retry-After (seconds) for a refusal: the rest of the current minute.
-fn rate_limit_hits(
-    state: &AppState,
-    caller: &Caller,
-    identity_id: &str,
-    now: i64,
-) -> ([RateLimitHit; 2], u64) {
-    let window_ms = 60_000;
-    let window_start = now - now.rem_euclid(window_ms);
-    let retry_after = ((window_start + window_ms - now) / 1000 + 1) as u64;
+/// The per-user and per-identity buckets a key operation takes from: each holds its
+/// per-minute limit and refills evenly over a minute.
+fn rate_limit_hits(state: &AppState, caller: &Caller, identity_id: &str) -> [RateLimitHit; 2] {
     let limits = &state.config.rate_limits;
     let hit = |bucket: String, limit: u32| RateLimitHit {
         bucket,
-        window_start_ms: window_start,
-        window_ms,
         limit: u64::from(limit),
+        window_ms: 60_000,
     };
-    (
-        [
-            hit(format!("user:{}", caller.sub), limits.per_user_per_minute),
-            hit(
-                format!("identity:{identity_id}"),
-                limits.per_identity_per_minute,
-            ),
-        ],
-        retry_after,
-    )
+    [
+        hit(format!("user:{}", caller.sub), limits.per_user_per_minute),
+        hit(
+            format!("identity:{identity_id}"),
+            limits.per_identity_per_minute,
+        ),
+    ]
 }
 
 /// One key operation, as its ticket binds it.
@@ -236,15 +224,22 @@ async fn run_key_op(
         issued_at_ms: (ticket.claims.issued_at * 1000) as i64,
         expires_at_ms: (ticket.claims.expires_at * 1000) as i64,
     };
-    let (hits, retry_after) = rate_limit_hits(state, caller, identity_id, now_ms);
+    let hits = rate_limit_hits(state, caller, identity_id);
     // Only the winner of this one atomic step may use the ticket: it is recorded already
     // claimed, so no other process can ever claim it.
     match state.store.admit_ticket(&record, &hits, now_ms).await? {
         TicketAdmission::Claimed => {}
-        TicketAdmission::RateLimited { index } => {
+        TicketAdmission::RateLimited {
+            index,
+            retry_after_ms,
+        } => {
             return Err(ApiError::RateLimited {
                 scope: RATE_LIMIT_SCOPES.get(index).copied().unwrap_or("user"),
-                retry_after,
+                // Whole seconds, rounded up: a client that waits this long is admitted.
+                retry_after: u64::try_from(retry_after_ms)
+                    .unwrap_or(0)
+                    .div_ceil(1000)
+                    .max(1),
             });
         }
         _ => {

@@ -1,4 +1,4 @@
-//! `Store::admit_ticket`: rate-limit counts and a ticket born claimed in one group-committed
+//! `Store::admit_ticket`: rate-limit buckets and a ticket born claimed in one group-committed
 //! job, on SQLite and on PostgreSQL.
 
 #[macro_use]
@@ -12,12 +12,12 @@ use harness::{Kind, TestDb, ticket};
 
 const T0: i64 = 1_800_000_000_000;
 
+/// A bucket of `limit` operations that refills over a minute.
 fn hit(bucket: &str, limit: u64) -> RateLimitHit {
     RateLimitHit {
         bucket: bucket.into(),
-        window_start_ms: T0,
-        window_ms: 60_000,
         limit,
+        window_ms: 60_000,
     }
 }
 
@@ -48,14 +48,6 @@ on_both!(store_admission_claims_a_fresh_ticket_once, |db| {
         TicketAdmission::NotClaimed,
         "an existing id is never claimed twice"
     );
-    // The counters are the ones `rate_limit_hit` counts: two admissions so far.
-    assert_eq!(
-        store
-            .rate_limit_hit("user:alice", T0, 60_000)
-            .await
-            .expect("hit"),
-        3
-    );
     assert_eq!(
         store
             .admit_ticket(&ticket("t-2", "alice", T0), &hits, T0 + 60_000)
@@ -82,35 +74,90 @@ on_both!(store_admission_refuses_over_either_limit, |db| {
             TicketAdmission::Claimed
         );
     }
+    // Two a minute refill one every 30 s: the wait is exact.
     assert_eq!(
         store
             .admit_ticket(&ticket("t-3", "alice", T0), &hits, T0)
             .await
             .expect("admit"),
-        TicketAdmission::RateLimited { index: 0 }
+        TicketAdmission::RateLimited {
+            index: 0,
+            retry_after_ms: 30_000
+        }
     );
     assert_eq!(
         store.ticket_used_at("alice", "t-3").await.expect("read"),
         None,
         "a refused admission records no ticket"
     );
-    // A refused hit still counts, on both counters: the identity is now at 3, so another
-    // user's fourth hit on it is over.
+    // A refused admission takes from no bucket: the identity has one left, and another
+    // user's request on it takes it.
     let other = [hit("user:bob", 5), hit("identity:i", 3)];
     assert_eq!(
         store
             .admit_ticket(&ticket("t-4", "bob", T0), &other, T0)
             .await
             .expect("admit"),
-        TicketAdmission::RateLimited { index: 1 }
+        TicketAdmission::Claimed
     );
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-5", "bob", T0), &other, T0)
+            .await
+            .expect("admit"),
+        TicketAdmission::RateLimited {
+            index: 1,
+            retry_after_ms: 20_000
+        }
+    );
+    // Both buckets empty: the first is named, the wait is the longer one.
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-6", "alice", T0 + 1_000), &hits, T0 + 1_000)
+            .await
+            .expect("admit"),
+        TicketAdmission::RateLimited {
+            index: 0,
+            retry_after_ms: 29_000
+        }
+    );
+    // The identity refills one every 20 s; Alice's own bucket a second later.
+    let later = T0 + 20_000;
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-7", "bob", later), &other, later)
+            .await
+            .expect("admit"),
+        TicketAdmission::Claimed
+    );
+    let later = T0 + 30_000;
+    assert_eq!(
+        store
+            .admit_ticket(&ticket("t-8", "alice", later), &hits, later)
+            .await
+            .expect("admit"),
+        TicketAdmission::RateLimited {
+            index: 1,
+            retry_after_ms: 10_000
+        },
+        "Alice's bucket has refilled, the identity's not yet again"
+    );
+    // Purging deletes only buckets that are full again; these are not.
+    store.purge_full_buckets(later).await.expect("purge");
+    assert!(matches!(
+        store
+            .admit_ticket(&ticket("t-9", "bob", later), &other, later)
+            .await
+            .expect("admit"),
+        TicketAdmission::RateLimited { index: 1, .. }
+    ));
     let bad_window = [RateLimitHit {
         window_ms: 0,
         ..hit("user:alice", 2)
     }];
     assert!(matches!(
         store
-            .admit_ticket(&ticket("t-5", "alice", T0), &bad_window, T0)
+            .admit_ticket(&ticket("t-10", "alice", T0), &bad_window, T0)
             .await,
         Err(StoreError::InvalidInput(_))
     ));
@@ -140,11 +187,12 @@ on_both!(
             25,
             "exactly the limit is admitted: {results:?}"
         );
-        assert!(
-            results.iter().all(
-                |(i, a)| claimed.contains(i) || *a == TicketAdmission::RateLimited { index: 0 }
-            )
-        );
+        assert!(results.iter().all(|(i, a)| claimed.contains(i)
+            || *a
+                == TicketAdmission::RateLimited {
+                    index: 0,
+                    retry_after_ms: 2_400
+                }));
         for i in 0..40 {
             let used = one
                 .ticket_used_at("alice", &format!("t-{i}"))
@@ -152,13 +200,22 @@ on_both!(
                 .expect("read");
             assert_eq!(used.is_some(), claimed.contains(&i), "ticket t-{i}");
         }
+        // The refused 15 took nothing: one refill later (60 s / 25) exactly one more is
+        // admitted, whichever process it reaches.
+        let later = T0 + 2_400;
+        let hits = [hit("user:alice", 25), hit("identity:i", 1000)];
         assert_eq!(
-            two.rate_limit_hit("user:alice", T0, 60_000)
+            one.admit_ticket(&ticket("t-40", "alice", later), &hits, later)
                 .await
-                .expect("hit"),
-            41,
-            "every hit counted once, in both processes"
+                .expect("admit"),
+            TicketAdmission::Claimed
         );
+        assert!(matches!(
+            two.admit_ticket(&ticket("t-41", "alice", later), &hits, later)
+                .await
+                .expect("admit"),
+            TicketAdmission::RateLimited { index: 0, .. }
+        ));
 
         // The same id admitted concurrently through two stores: exactly one claim.
         let mut races = tokio::task::JoinSet::new();

@@ -5,8 +5,6 @@
 #[path = "store_harness.rs"]
 mod harness;
 
-use std::collections::BTreeSet;
-
 use enclosure_api::store::{
     IDEMPOTENCY_REPLAY_MS, IDEMPOTENCY_RETAIN_MS, IDEMPOTENCY_RUNNING_LEASE_MS, IdempotencyBegin,
     KeyRecord, StoreError,
@@ -230,63 +228,6 @@ on_both!(store_ticket_claim_races_across_two_stores, |db| {
             .count();
         assert_eq!(wins, 1, "exactly one of 50 concurrent claims wins");
     }
-});
-
-on_both!(store_rate_limit_is_shared, |db| {
-    let (one, two) = (db.store().await, db.store().await);
-    assert_eq!(
-        one.rate_limit_hit("user:alice", T0, 60_000)
-            .await
-            .expect("hit"),
-        1
-    );
-    assert_eq!(
-        two.rate_limit_hit("user:alice", T0, 60_000)
-            .await
-            .expect("hit"),
-        2
-    );
-    assert_eq!(
-        one.rate_limit_hit("user:alice", T0, 60_000)
-            .await
-            .expect("hit"),
-        3
-    );
-    assert_eq!(
-        two.rate_limit_hit("user:bob", T0, 60_000)
-            .await
-            .expect("hit"),
-        1,
-        "per bucket"
-    );
-    assert_eq!(
-        two.rate_limit_hit("user:alice", T0 + 60_000, 60_000)
-            .await
-            .expect("hit"),
-        1,
-        "new window"
-    );
-
-    let mut hits = tokio::task::JoinSet::new();
-    for i in 0..40 {
-        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
-        hits.spawn(async move {
-            store
-                .rate_limit_hit("identity:x", T0, 1000)
-                .await
-                .expect("hit")
-        });
-    }
-    let counts: BTreeSet<u64> = hits.join_all().await.into_iter().collect();
-    assert_eq!(
-        counts,
-        (1..=40).collect(),
-        "every hit counted once, in both processes"
-    );
-    assert!(matches!(
-        one.rate_limit_hit("b", T0, 0).await,
-        Err(StoreError::InvalidInput(_))
-    ));
 });
 
 on_both!(store_idempotency_lifecycle, |db| {

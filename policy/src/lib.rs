@@ -7,6 +7,7 @@
 
 pub mod attestation;
 pub mod escrow;
+pub mod rate;
 pub mod replay;
 pub mod settlement;
 pub mod ticket;

@@ -30,6 +30,10 @@ const POSTGRES: &[Migration] = &[
         version: 11,
         sql: include_str!("../../migrations/postgres/0011_settlement.sql"),
     },
+    Migration {
+        version: 12,
+        sql: include_str!("../../migrations/postgres/0012_rate_buckets.sql"),
+    },
 ];
 
 const SQLITE: &[Migration] = &[
@@ -48,6 +52,10 @@ const SQLITE: &[Migration] = &[
     Migration {
         version: 11,
         sql: include_str!("../../migrations/sqlite/0011_settlement.sql"),
+    },
+    Migration {
+        version: 12,
+        sql: include_str!("../../migrations/sqlite/0012_rate_buckets.sql"),
     },
 ];
 

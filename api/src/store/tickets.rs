@@ -1,13 +1,15 @@
 //! One-time tickets (stored when issued, claimed exactly once) and the shared rate-limit
 //! counters.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use enclosure_policy::rate::{RateDecision, RateLimit};
 
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::oneshot;
 
 use super::writer::{self, Job};
-use super::{Durability, Store, StoreError, check_owner, role};
+use super::{Backend, Durability, Store, StoreError, check_owner, role};
 
 /// A ticket as the api records it when issuing it; the MAC and nonce stay with the ticket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,17 +32,24 @@ pub struct TicketRecord {
     pub expires_at_ms: i64,
 }
 
-/// One fixed-window counter a key operation counts against.
+/// One rate-limit bucket a key operation takes from (see [`enclosure_policy::rate`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimitHit {
-    /// The counter's name, such as `user:alice` or `identity:…`.
+    /// The bucket's name, such as `user:alice` or `identity:…`.
     pub bucket: String,
-    /// Start of the window, unix milliseconds.
-    pub window_start_ms: i64,
-    /// Length of the window, milliseconds (positive).
-    pub window_ms: i64,
-    /// Most hits the window admits; the hit that makes the count exceed it is refused.
+    /// Operations a full bucket admits at once; it refills evenly over the window.
     pub limit: u64,
+    /// The time, in milliseconds, in which the bucket refills completely (positive).
+    pub window_ms: i64,
+}
+
+impl RateLimitHit {
+    fn rate(&self) -> RateLimit {
+        RateLimit {
+            limit: self.limit,
+            window_ms: self.window_ms,
+        }
+    }
 }
 
 /// What [`Store::admit_ticket`] decided.
@@ -49,10 +58,12 @@ pub struct RateLimitHit {
 pub enum TicketAdmission {
     /// Every count is within its limit; the ticket is recorded, already claimed by the caller.
     Claimed,
-    /// The count of `hits[index]` is over its limit; no ticket was recorded.
+    /// A bucket is empty; no ticket was recorded and no bucket was taken from.
     RateLimited {
-        /// The first hit (in the order given) whose count exceeds its limit.
+        /// The first hit (in the order given) whose bucket is empty.
         index: usize,
+        /// Milliseconds until every bucket of the request holds an operation again.
+        retry_after_ms: i64,
     },
     /// A ticket with this id already exists, so nothing was claimed (a fresh random id
     /// never collides; this fails closed if one did).
@@ -66,7 +77,7 @@ pub(super) struct Admission {
     pub(super) now_ms: i64,
 }
 
-/// Purge expired tickets and finished rate-limit windows on about one call in this many.
+/// Purge expired tickets and full rate-limit buckets on about one call in this many.
 const PURGE_EVERY: u64 = 256;
 /// Tickets are kept this long after expiry, for investigations, before being purged.
 const TICKET_RETAIN_MS: i64 = 24 * 60 * 60 * 1000;
@@ -140,44 +151,21 @@ impl Store {
         })
     }
 
-    /// Counts one hit on `bucket` in the fixed window starting at `window_start_ms` and
-    /// returns the count including it. The counter lives in the database, so every api
-    /// process sharing it shares the limit. One statement on the relaxed pool: a count lost
-    /// in a crash only lets a few more requests through after the restart.
-    pub async fn rate_limit_hit(
-        &self,
-        bucket: &str,
-        window_start_ms: i64,
-        window_ms: i64,
-    ) -> Result<u64, StoreError> {
-        if window_ms <= 0 {
-            return Err(StoreError::InvalidInput("window_ms must be positive"));
-        }
-        let window_end_ms = window_start_ms.saturating_add(window_ms);
-        let row = sqlx::query(
-            "INSERT INTO rate_limits (bucket, window_start_ms, window_end_ms, count) \
-             VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (bucket, window_start_ms) DO UPDATE SET count = rate_limits.count + 1 \
-             RETURNING count",
-        )
-        .bind(bucket)
-        .bind(window_start_ms)
-        .bind(window_end_ms)
-        .fetch_one(self.relaxed_pool())
-        .await?;
-        let count: i64 = row.try_get(0)?;
-        if count == 1 && self.purge_due(PURGE_EVERY / 16) {
-            // A new window began: windows that ended before it are finished for good.
-            self.purge_rate_windows(window_start_ms.saturating_sub(window_ms))
-                .await?;
-        }
-        u64::try_from(count).map_err(|_| StoreError::Corrupt("negative rate-limit count"))
-    }
-
-    /// Deletes rate-limit windows that ended before `before_ms`.
-    async fn purge_rate_windows(&self, before_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM rate_limits WHERE window_end_ms < $1")
-            .bind(before_ms)
+    /// Deletes the rate-limit buckets that are full again at `now_ms` (a missing bucket is a
+    /// full one); [`Store::admit_ticket`] calls it on about one call in 256.
+    pub async fn purge_full_buckets(&self, now_ms: i64) -> Result<(), StoreError> {
+        let sql = match self.inner.backend {
+            // Skips the buckets a batch holds: deleting them in TAT order while the batch
+            // waits for one of them in name order could deadlock.
+            Backend::Postgres => {
+                "DELETE FROM rate_buckets WHERE bucket IN (SELECT bucket FROM rate_buckets \
+                 WHERE tat_us < $1 FOR UPDATE SKIP LOCKED)"
+            }
+            // One writer at a time holds the whole database.
+            Backend::Sqlite => "DELETE FROM rate_buckets WHERE tat_us < $1",
+        };
+        sqlx::query(sql)
+            .bind(now_ms.saturating_mul(1000))
             .execute(self.relaxed_pool())
             .await?;
         Ok(())
@@ -200,16 +188,16 @@ impl Store {
 pub(super) const ROWS_PER_STATEMENT: usize = 64;
 
 impl Store {
-    /// Counts one hit on each of `hits` and, if every count stays within its limit, records
-    /// `ticket` already claimed (`used_at_ms = now_ms`): the one-step form of
-    /// [`Store::rate_limit_hit`], [`Store::insert_ticket`] and [`Store::claim_ticket`] for a
-    /// ticket this process has just issued.
+    /// Takes one operation from each bucket of `hits` and, if none is empty, records `ticket`
+    /// already claimed (`used_at_ms = now_ms`): the rate limits, [`Store::insert_ticket`] and
+    /// [`Store::claim_ticket`] in one step, for a ticket this process has just issued.
     ///
     /// A ticket born claimed can never be claimed by anyone else, in this process or another,
     /// so single use holds as it does for an insert followed by a claim; the enclave's replay
     /// cache still refuses a second use of the ticket itself. Everything is group-committed
-    /// with other requests' durable writes and is durable when this returns. The counters
-    /// are counted even when a limit refuses the request, as [`Store::rate_limit_hit`] does.
+    /// with other requests' durable writes and is durable when this returns. The buckets live
+    /// in the database, so every api process sharing it shares the limits; a refused request
+    /// takes from no bucket.
     pub async fn admit_ticket(
         &self,
         ticket: &TicketRecord,
@@ -244,13 +232,7 @@ impl Store {
         let admitted = writer::submit(&self.inner.writer, job, answer).await?;
         if self.purge_due(PURGE_EVERY) {
             self.purge_tickets(now_ms).await?;
-            if let Some(before) = hits
-                .iter()
-                .map(|h| h.window_start_ms.saturating_sub(h.window_ms))
-                .min()
-            {
-                self.purge_rate_windows(before).await?;
-            }
+            self.purge_full_buckets(now_ms).await?;
         }
         Ok(admitted)
     }
@@ -309,82 +291,66 @@ pub(super) fn values_sql(prefix: &str, columns: usize, rows: usize) -> String {
 
 /// Runs a batch's admissions inside the writer's transaction `tx` and answers each, in order.
 ///
-/// The hits of the whole batch are summed per counter and upserted in one statement per
-/// [`ROWS_PER_STATEMENT`] counters, sorted so every process locks counters in the same order;
-/// each admission then gets the counts it would have got one by one, in batch order. The
-/// admitted tickets are inserted, claimed, in one statement per [`ROWS_PER_STATEMENT`] rows;
-/// an id that already exists is skipped (`ON CONFLICT DO NOTHING`) and answered
-/// [`TicketAdmission::NotClaimed`], so no caller's data can abort the batch.
+/// The batch's buckets are read and locked in one statement per [`ROWS_PER_STATEMENT`]
+/// buckets, sorted so every process locks them in the same order; each admission is then
+/// decided against the buckets as the admissions before it in the batch left them (all its
+/// buckets or none), and the buckets that changed are written back. The admitted tickets are
+/// inserted, claimed, in one statement per [`ROWS_PER_STATEMENT`] rows; an id that already
+/// exists is skipped (`ON CONFLICT DO NOTHING`) and answered [`TicketAdmission::NotClaimed`],
+/// so no caller's data can abort the batch.
 pub(super) async fn admit_in(
     tx: &mut Transaction<'static, Any>,
     admissions: &[Admission],
 ) -> Result<Vec<TicketAdmission>, StoreError> {
-    // (bucket, window start) → (window end, hits in this batch).
-    let mut counters: BTreeMap<(&str, i64), (i64, i64)> = BTreeMap::new();
-    for h in admissions.iter().flat_map(|a| &a.hits) {
-        let end = h.window_start_ms.saturating_add(h.window_ms);
-        counters
-            .entry((h.bucket.as_str(), h.window_start_ms))
-            .or_insert((end, 0))
-            .1 += 1;
-    }
-    // The count each counter stood at before this batch, advanced hit by hit below.
-    let mut counts: BTreeMap<(&str, i64), i64> = BTreeMap::new();
-    let counters: Vec<_> = counters.into_iter().collect();
-    for chunk in counters.chunks(ROWS_PER_STATEMENT) {
-        let sql = values_sql(
-            "INSERT INTO rate_limits (bucket, window_start_ms, window_end_ms, count) VALUES",
-            4,
-            chunk.len(),
-        ) + " ON CONFLICT (bucket, window_start_ms) DO UPDATE SET \
-              count = rate_limits.count + excluded.count \
-              RETURNING bucket, window_start_ms, count";
-        let mut q = sqlx::query(&sql);
-        for ((bucket, start), (end, n)) in chunk {
-            q = q.bind(*bucket).bind(*start).bind(*end).bind(*n);
-        }
-        let returned = q.fetch_all(&mut **tx).await?;
-        for row in &returned {
-            let bucket: String = row.try_get(0)?;
-            let start: i64 = row.try_get(1)?;
-            let total: i64 = row.try_get(2)?;
-            let Some(((b, s), (_, n))) = chunk
-                .iter()
-                .find(|((b, s), _)| *b == bucket.as_str() && *s == start)
-            else {
-                return Err(StoreError::Corrupt(
-                    "a rate-limit upsert answered another row",
-                ));
-            };
-            counts.insert((b, *s), total - n);
-        }
-    }
+    let mut tats = lock_buckets(tx, admissions).await?;
+    let mut changed = BTreeSet::new();
     let mut decisions = Vec::with_capacity(admissions.len());
     let mut fresh = HashSet::new();
     let mut to_insert = Vec::new();
     for a in admissions {
-        let mut over = None;
+        let mut taken = Vec::with_capacity(a.hits.len());
+        let mut refused: Option<(usize, i64)> = None;
         for (j, h) in a.hits.iter().enumerate() {
-            let count = counts
-                .get_mut(&(h.bucket.as_str(), h.window_start_ms))
-                .ok_or(StoreError::Corrupt("a rate-limit upsert returned no count"))?;
-            *count += 1;
-            let count = u64::try_from(*count)
-                .map_err(|_| StoreError::Corrupt("negative rate-limit count"))?;
-            if over.is_none() && count > h.limit {
-                over = Some(j);
+            let bucket = h.bucket.as_str();
+            // A bucket named twice in one request takes twice.
+            let tat = taken
+                .iter()
+                .rev()
+                .find(|(b, _)| *b == bucket)
+                .map(|(_, t)| *t)
+                .or_else(|| tats.get(bucket).copied())
+                .ok_or(StoreError::Corrupt("a rate-limit bucket was not read"))?;
+            match h.rate().check(tat, a.now_ms) {
+                RateDecision::Admit { tat_us } => taken.push((bucket, tat_us)),
+                RateDecision::Refuse { retry_after_ms } => {
+                    let (_, wait) = refused.get_or_insert((j, 0));
+                    *wait = (*wait).max(retry_after_ms);
+                }
             }
         }
-        decisions.push(match over {
-            Some(index) => TicketAdmission::RateLimited { index },
+        if let Some((index, retry_after_ms)) = refused {
+            decisions.push(TicketAdmission::RateLimited {
+                index,
+                retry_after_ms,
+            });
+            continue;
+        }
+        for (bucket, tat) in taken {
+            tats.insert(bucket, tat);
+            changed.insert(bucket);
+        }
+        decisions.push(
             // The same id twice in one batch: only the first may be claimed.
-            None if fresh.insert(a.ticket.ticket_id.as_str()) => {
+            if fresh.insert(a.ticket.ticket_id.as_str()) {
                 to_insert.push(a);
                 TicketAdmission::Claimed
-            }
-            None => TicketAdmission::NotClaimed,
-        });
+            } else {
+                TicketAdmission::NotClaimed
+            },
+        );
     }
+    let changed: Vec<(&str, i64)> = changed.into_iter().map(|b| (b, tats[b])).collect();
+    write_buckets(tx, &changed).await?;
     let mut inserted = HashSet::new();
     for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
         let sql = values_sql(
@@ -417,4 +383,63 @@ pub(super) async fn admit_in(
         }
     }
     Ok(decisions)
+}
+
+/// Reads the TAT of every bucket the batch takes from, creating the missing ones empty-handed
+/// (TAT 0: full) and locking them all until the batch commits; sorted, so processes sharing a
+/// database lock buckets in one order.
+async fn lock_buckets<'a>(
+    tx: &mut Transaction<'static, Any>,
+    admissions: &'a [Admission],
+) -> Result<BTreeMap<&'a str, i64>, StoreError> {
+    let buckets: BTreeSet<&str> = admissions
+        .iter()
+        .flat_map(|a| &a.hits)
+        .map(|h| h.bucket.as_str())
+        .collect();
+    let buckets: Vec<&str> = buckets.into_iter().collect();
+    let mut tats = BTreeMap::new();
+    for chunk in buckets.chunks(ROWS_PER_STATEMENT) {
+        // The no-op update takes the row lock that a plain SELECT would not.
+        let sql = values_sql(
+            "INSERT INTO rate_buckets (bucket, tat_us) VALUES",
+            2,
+            chunk.len(),
+        ) + " ON CONFLICT (bucket) DO UPDATE SET tat_us = rate_buckets.tat_us \
+              RETURNING bucket, tat_us";
+        let mut q = sqlx::query(&sql);
+        for bucket in chunk {
+            q = q.bind(*bucket).bind(0_i64);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let bucket: String = row.try_get(0)?;
+            let Some(b) = chunk.iter().find(|b| **b == bucket.as_str()) else {
+                return Err(StoreError::Corrupt(
+                    "a rate-limit bucket read answered another row",
+                ));
+            };
+            tats.insert(*b, row.try_get::<i64, _>(1)?);
+        }
+    }
+    Ok(tats)
+}
+
+/// Stores the new TAT of each bucket the batch took from.
+async fn write_buckets(
+    tx: &mut Transaction<'static, Any>,
+    changed: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT INTO rate_buckets (bucket, tat_us) VALUES",
+            2,
+            chunk.len(),
+        ) + " ON CONFLICT (bucket) DO UPDATE SET tat_us = excluded.tat_us";
+        let mut q = sqlx::query(&sql);
+        for (bucket, tat) in chunk {
+            q = q.bind(*bucket).bind(*tat);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
