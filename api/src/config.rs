@@ -45,6 +45,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Settings that parse but cannot work together.
+    #[error("invalid settings: {0}")]
+    Invalid(&'static str),
     /// Production mode was asked to use a dev convenience.
     #[error("production mode refuses {0}")]
     DevInProduction(&'static str),
@@ -304,11 +307,14 @@ impl ApiConfig {
                 ));
             }
         }
+        let limits = self.rate_limits;
+        if limits.per_user_per_minute == 0 || limits.per_identity_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "rate_limits: 0 would refuse every key operation; the least is 1 a minute",
+            ));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::Parse {
-                path: PathBuf::new(),
-                message: "tls_cert and tls_key go together".into(),
-            });
+            return Err(ConfigError::Invalid("tls_cert and tls_key go together"));
         }
         Ok(())
     }
@@ -380,6 +386,20 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Production);
         let err = cfg.apply_env(|k| (k == "ENCLOSURE_MODE").then(|| "prod".into()));
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn a_rate_limit_of_zero_is_refused() {
+        let base = "enclave = \"unix:///a.sock\"\n[rate_limits]\n";
+        for table in ["per_user_per_minute = 0\n", "per_identity_per_minute = 0\n"] {
+            let err = parse(&format!("{base}{table}")).validate().unwrap_err();
+            assert!(err.to_string().contains("rate_limits"), "{err}");
+        }
+        assert!(
+            parse(&format!("{base}per_user_per_minute = 1\n"))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
