@@ -199,8 +199,9 @@ async fn unreachable_receiver_is_retried_until_it_comes_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delay_mode_holds_deliveries() {
     let receiver = Receiver::start(0).await;
+    // Long enough that paying plus the check below cannot outlast it on a loaded machine.
     let mode = DeliveryMode {
-        delay_ms: 600,
+        delay_ms: 3_000,
         ..DeliveryMode::default()
     };
     let sandbox = start_sandbox(config(Some(receiver.url()), mode)).await;
@@ -211,14 +212,16 @@ async fn delay_mode_holds_deliveries() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.all().is_empty(), "delivered before the delay");
     receiver.wait_for(1).await;
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(started.elapsed() >= Duration::from_millis(3_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorder_mode_delivers_newest_first() {
     let receiver = Receiver::start(0).await;
+    // Held for up to a minute, so only the batch or a flush can release them.
     let mode = DeliveryMode {
         reorder_batch: 2,
+        reorder_max_hold_ms: 60_000,
         ..DeliveryMode::default()
     };
     let sandbox = start_sandbox(config(Some(receiver.url()), mode)).await;
@@ -398,10 +401,41 @@ async fn https_receiver_with_an_untrusted_certificate_gets_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flush_releases_held_events_newest_first() {
+async fn a_reorder_batch_that_never_fills_is_released_after_its_hold() {
     let receiver = Receiver::start(0).await;
     let mode = DeliveryMode {
         reorder_batch: 10,
+        reorder_max_hold_ms: 1_000,
+        ..DeliveryMode::default()
+    };
+    let sandbox = start_sandbox(config(Some(receiver.url()), mode)).await;
+    let provider = provider(&sandbox.url(), API_KEY);
+    let admin = Admin::new(&sandbox.url());
+    let started = Instant::now();
+    let only = paid(&provider, &admin, "alone").await;
+    let got = receiver.wait_for(1).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "held first"
+    );
+    let event = verify_event(
+        got[0].signature.as_deref(),
+        &got[0].body,
+        &secrets(),
+        now(),
+        300,
+    )
+    .unwrap();
+    assert_eq!(event.data.payment_id, only.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_releases_held_events_newest_first() {
+    let receiver = Receiver::start(0).await;
+    // Held for up to a minute, so only the batch or a flush can release them.
+    let mode = DeliveryMode {
+        reorder_batch: 10,
+        reorder_max_hold_ms: 60_000,
         ..DeliveryMode::default()
     };
     let sandbox = start_sandbox(config(Some(receiver.url()), mode)).await;

@@ -45,6 +45,9 @@ struct Args {
     /// Hold events until this many accumulate, then deliver them newest first (0: off).
     #[arg(long, default_value_t = 0)]
     reorder_batch: u32,
+    /// The longest a reorder batch is held before it is delivered anyway, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    reorder_max_hold_ms: u64,
     /// Sign deliveries with a clock this many seconds off.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     sign_offset_secs: i64,
@@ -82,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             duplicate: args.duplicate,
             delay_ms: args.delay_ms,
             reorder_batch: args.reorder_batch,
+            reorder_max_hold_ms: args.reorder_max_hold_ms,
             sign_offset_secs: args.sign_offset_secs,
         },
         retry: RetryPolicy {

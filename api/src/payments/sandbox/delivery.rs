@@ -25,9 +25,11 @@ pub struct DeliveryMode {
     pub duplicate: bool,
     /// Hold every delivery this long before its first attempt.
     pub delay_ms: u64,
-    /// When 2 or more: hold events until this many have accumulated (or
-    /// [`REORDER_MAX_HOLD`] passed, or a flush), then deliver them newest first.
+    /// When 2 or more: hold events until this many have accumulated (or the hold below
+    /// passed, or a flush), then deliver them newest first.
     pub reorder_batch: u32,
+    /// The longest a reorder batch is held, in milliseconds (0: [`REORDER_MAX_HOLD`]).
+    pub reorder_max_hold_ms: u64,
     /// Sign with a clock this many seconds off (negative: in the past), to test tolerance.
     pub sign_offset_secs: i64,
 }
@@ -129,7 +131,10 @@ impl Worker {
             return (Vec::new(), IDLE_POLL);
         };
         let now = now_ms();
-        let max_hold = REORDER_MAX_HOLD.as_millis() as u64;
+        let max_hold = match ledger.mode.as_ref().map_or(0, |m| m.reorder_max_hold_ms) {
+            0 => REORDER_MAX_HOLD.as_millis() as u64,
+            ms => ms,
+        };
         if ledger
             .held_since_ms
             .is_some_and(|since| now.saturating_sub(since) >= max_hold)
