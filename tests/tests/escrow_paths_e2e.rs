@@ -238,8 +238,9 @@ async fn an_unfunded_milestone_expires_after_its_deadline(backend: Backend) {
     let stack = ApiStack::start(backend, 1, escrow_settings()).await;
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
+    // Only creating the room must beat this deadline.
     let short = Terms {
-        funding_in_ms: 3_000,
+        funding_in_ms: 6_000,
         delivery_in_ms: 600_000,
         ..Terms::default()
     };
@@ -295,10 +296,11 @@ async fn a_missed_delivery_refunds_the_client(backend: Backend) {
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
     let admin = Http::new(&stack, "ops", Role::Admin);
-    // Funding happens right away; delivery is due a few seconds later.
+    // Funding happens right away; delivery is due seconds later, leaving a loaded machine
+    // ample time to ask (and be refused) before it.
     let late = Terms {
-        funding_in_ms: 10_000,
-        delivery_in_ms: 14_000,
+        funding_in_ms: 15_000,
+        delivery_in_ms: 20_000,
         ..Terms::default()
     };
     let (room, ms) = active_room(&alice, &bob, "bob", 500, 86_400_000, &[late]).await;
@@ -461,8 +463,9 @@ async fn illegal_moves_are_refused_for_every_role(backend: Backend) {
     let sandbox = Sandbox::of(&stack);
     let alice = Http::new(&stack, "alice", Role::Client);
     let bob = Http::new(&stack, "bob", Role::Freelancer);
+    // Only creating the room must beat this deadline.
     let short = Terms {
-        funding_in_ms: 3_000,
+        funding_in_ms: 6_000,
         delivery_in_ms: 600_000,
         ..Terms::default()
     };

@@ -309,7 +309,7 @@ async fn refunds_return_the_escrow_once(backend: Backend) {
     let bob = Http::new(&stack, "bob", Role::Freelancer);
     let admin = Http::new(&stack, "ops", Role::Admin);
     let short = Terms {
-        funding_in_ms: 3_000,
+        funding_in_ms: 6_000,
         delivery_in_ms: 600_000,
         ..Terms::default()
     };
@@ -322,6 +322,12 @@ async fn refunds_return_the_escrow_once(backend: Backend) {
         &[Terms::default(), Terms::default(), short],
     )
     .await;
+    // The short milestone's payment is created first, well inside its funding deadline; it
+    // is paid only after the deadline, below.
+    let p = alice
+        .post_ok(&format!("/v1/milestones/{}/fund", ms[2]), json!({}), 201)
+        .await;
+    let p2 = p["provider_payment_id"].as_str().expect("pid").to_string();
 
     // A dispute, resolved by an admin with a refund.
     let p0 = fund_and_pay(&alice, &sandbox, &room, &ms[0]).await;
@@ -344,10 +350,6 @@ async fn refunds_return_the_escrow_once(backend: Backend) {
         .await;
 
     // Payment created in time, paid after the funding deadline: expired, then refunded.
-    let p = alice
-        .post_ok(&format!("/v1/milestones/{}/fund", ms[2]), json!({}), 201)
-        .await;
-    let p2 = p["provider_payment_id"].as_str().expect("pid").to_string();
     wait_state(&alice, &room, &ms[2], "expired").await;
     sandbox.confirm(&p2, "succeed").await;
 
