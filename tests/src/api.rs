@@ -27,6 +27,7 @@ pub struct PgDatabase {
 fn psql(sql: &str) -> std::process::Output {
     std::process::Command::new("psql")
         .args([
+            "-X",
             "-h",
             "127.0.0.1",
             "-U",
@@ -69,6 +70,7 @@ impl PgDatabase {
     pub fn as_app(&self, sql: &str) -> (bool, String) {
         let out = std::process::Command::new("psql")
             .args([
+                "-X",
                 "-h",
                 "127.0.0.1",
                 "-U",

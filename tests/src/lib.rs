@@ -59,6 +59,20 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A command for a workspace binary that does not inherit the settings a developer's or a
+/// CI machine's environment may carry (`ENCLOSURE_*`, `DATABASE_URL`): those override the
+/// configuration each test writes, and would make parallel tests share a database.
+pub fn command(name: &str) -> Command {
+    let mut cmd = Command::new(bin(name));
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("ENCLOSURE_") || k == "DATABASE_URL" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// A child process that is killed when dropped.
 pub struct Proc {
     child: Child,
@@ -85,7 +99,7 @@ impl Proc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(bin(name))
+        let child = command(name)
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())

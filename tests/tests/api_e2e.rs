@@ -186,7 +186,7 @@ async fn whole_flow(backend: Backend) {
     let policy = stack.dir().join("dev-policy.toml");
     std::fs::write(&policy, "dev_roots = [\"dev-ca/root.pem\"]\n").unwrap();
     let fetch = |policy: Option<&std::path::Path>| {
-        let mut cmd = std::process::Command::new(enclosure_tests::bin("enclosure"));
+        let mut cmd = enclosure_tests::command("enclosure");
         cmd.args(["attest", "fetch", "--api", &stack.apis[0].url, "--cacert"])
             .arg(stack.dir().join("tls/cert.pem"));
         if let Some(p) = policy {
@@ -203,7 +203,7 @@ async fn whole_flow(backend: Backend) {
 
     // The chain verifies from the command line.
     if backend == Backend::Sqlite {
-        let out = std::process::Command::new(enclosure_tests::bin("enclosure"))
+        let out = enclosure_tests::command("enclosure")
             .args(["audit", "verify", "--data-dir"])
             .arg(stack.dir())
             .output()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use enclosure_tests::bin;
+use enclosure_tests::command;
 
 /// What stdout must name, one line per step, in this order.
 const STEPS: [&str; 10] = [
@@ -48,7 +48,7 @@ fn port_flags(ports: &[SocketAddr; 3]) -> Vec<String> {
 }
 
 fn demo(dir: &Path, extra: &[String]) -> Output {
-    Command::new(bin("enclosure"))
+    command("enclosure")
         .arg("demo")
         .arg("--data-dir")
         .arg(dir)
@@ -186,7 +186,7 @@ async fn the_demo_reuses_a_running_stack_and_leaves_it_running() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports = free_ports();
     let log = std::fs::File::create(dir.path().join("up.out")).expect("log");
-    let mut up = Up(Command::new(bin("enclosure"))
+    let mut up = Up(command("enclosure")
         .arg("up")
         .arg("--data-dir")
         .arg(dir.path())
