@@ -105,8 +105,11 @@ async fn a_body_cut_short_is_refused_and_nothing_is_written() {
     let _ = conn.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // The server may still be unwinding the connection; give it a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The server may still be unwinding the connection: its partial file must go soon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stack.files().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(stack.files().is_empty(), "{:?}", stack.files());
 }
 
