@@ -7,10 +7,24 @@ mod harness;
 
 use std::collections::BTreeSet;
 
-use enclosure_api::store::{RateLimitHit, StoreError, TicketAdmission};
+use enclosure_api::store::{RateLimitHit, Store, StoreError, TicketAdmission};
 use harness::{Kind, TestDb, ticket};
 
 const T0: i64 = 1_800_000_000_000;
+
+/// Admits a fresh ticket `id` of `owner`, issued and admitted at `at`.
+async fn admit(
+    store: &Store,
+    id: &str,
+    owner: &str,
+    at: i64,
+    hits: &[RateLimitHit],
+) -> TicketAdmission {
+    store
+        .admit_ticket(&ticket(id, owner, at), hits, at)
+        .await
+        .expect("admit")
+}
 
 /// A bucket of `limit` operations that refills over a minute.
 fn hit(bucket: &str, limit: u64) -> RateLimitHit {
@@ -76,10 +90,7 @@ on_both!(store_admission_refuses_over_either_limit, |db| {
     }
     // Two a minute refill one every 30 s: the wait is exact.
     assert_eq!(
-        store
-            .admit_ticket(&ticket("t-3", "alice", T0), &hits, T0)
-            .await
-            .expect("admit"),
+        admit(&store, "t-3", "alice", T0, &hits).await,
         TicketAdmission::RateLimited {
             index: 0,
             retry_after_ms: 30_000
@@ -94,17 +105,11 @@ on_both!(store_admission_refuses_over_either_limit, |db| {
     // user's request on it takes it.
     let other = [hit("user:bob", 5), hit("identity:i", 3)];
     assert_eq!(
-        store
-            .admit_ticket(&ticket("t-4", "bob", T0), &other, T0)
-            .await
-            .expect("admit"),
+        admit(&store, "t-4", "bob", T0, &other).await,
         TicketAdmission::Claimed
     );
     assert_eq!(
-        store
-            .admit_ticket(&ticket("t-5", "bob", T0), &other, T0)
-            .await
-            .expect("admit"),
+        admit(&store, "t-5", "bob", T0, &other).await,
         TicketAdmission::RateLimited {
             index: 1,
             retry_after_ms: 20_000
@@ -112,10 +117,7 @@ on_both!(store_admission_refuses_over_either_limit, |db| {
     );
     // Both buckets empty: the first is named, the wait is the longer one.
     assert_eq!(
-        store
-            .admit_ticket(&ticket("t-6", "alice", T0 + 1_000), &hits, T0 + 1_000)
-            .await
-            .expect("admit"),
+        admit(&store, "t-6", "alice", T0 + 1_000, &hits).await,
         TicketAdmission::RateLimited {
             index: 0,
             retry_after_ms: 29_000
@@ -124,18 +126,12 @@ on_both!(store_admission_refuses_over_either_limit, |db| {
     // The identity refills one every 20 s; Alice's own bucket a second later.
     let later = T0 + 20_000;
     assert_eq!(
-        store
-            .admit_ticket(&ticket("t-7", "bob", later), &other, later)
-            .await
-            .expect("admit"),
+        admit(&store, "t-7", "bob", later, &other).await,
         TicketAdmission::Claimed
     );
     let later = T0 + 30_000;
     assert_eq!(
-        store
-            .admit_ticket(&ticket("t-8", "alice", later), &hits, later)
-            .await
-            .expect("admit"),
+        admit(&store, "t-8", "alice", later, &hits).await,
         TicketAdmission::RateLimited {
             index: 1,
             retry_after_ms: 10_000
@@ -145,10 +141,7 @@ on_both!(store_admission_refuses_over_either_limit, |db| {
     // Purging deletes only buckets that are full again; these are not.
     store.purge_full_buckets(later).await.expect("purge");
     assert!(matches!(
-        store
-            .admit_ticket(&ticket("t-9", "bob", later), &other, later)
-            .await
-            .expect("admit"),
+        admit(&store, "t-9", "bob", later, &other).await,
         TicketAdmission::RateLimited { index: 1, .. }
     ));
     let bad_window = [RateLimitHit {
@@ -205,15 +198,11 @@ on_both!(
         let later = T0 + 2_400;
         let hits = [hit("user:alice", 25), hit("identity:i", 1000)];
         assert_eq!(
-            one.admit_ticket(&ticket("t-40", "alice", later), &hits, later)
-                .await
-                .expect("admit"),
+            admit(&one, "t-40", "alice", later, &hits).await,
             TicketAdmission::Claimed
         );
         assert!(matches!(
-            two.admit_ticket(&ticket("t-41", "alice", later), &hits, later)
-                .await
-                .expect("admit"),
+            admit(&two, "t-41", "alice", later, &hits).await,
             TicketAdmission::RateLimited { index: 0, .. }
         ));
 
@@ -223,10 +212,7 @@ on_both!(
             let store = if i % 2 == 0 { one.clone() } else { two.clone() };
             races.spawn(async move {
                 let hits = [hit(&format!("user:u{i}"), 10)];
-                store
-                    .admit_ticket(&ticket("same", "alice", T0), &hits, T0)
-                    .await
-                    .expect("admit")
+                admit(&store, "same", "alice", T0, &hits).await
             });
         }
         let wins = races
