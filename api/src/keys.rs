@@ -249,7 +249,7 @@ async fn run_key_op(
         }
     }
     subject.ticket_id = Some(ticket_id);
-    // Checked after the counters, as before; a ticket claimed here and then not sent is
+    // Checked after the rate limits, as before; a ticket claimed here and then not sent is
     // never usable by anyone.
     state.readiness.require()?;
     match state.enclave.call(make(ticket)).await {

@@ -29,12 +29,12 @@
 //!
 //! # Throughput
 //!
-//! The durable writes every key operation makes (its rate-limit counts and claimed ticket in
-//! one job, its audit rows in another) are group-committed by one writer task per [`Store`]:
-//! concurrent requests share one transaction, one disk wait and, for admissions, the same
-//! few statements. Writes whose loss in a crash is harmless (ticket inserts,
-//! rate-limit counters, idempotency records) go through a second pool whose commits do not
-//! wait for the disk; see `Durability` in this module's source.
+//! The durable writes every key operation makes (what it takes from its rate-limit buckets
+//! and its claimed ticket in one job, its audit rows in another) are group-committed by one
+//! writer task per [`Store`]: concurrent requests share one transaction, one disk wait and,
+//! for admissions, the same few statements. Writes whose loss in a crash is harmless (ticket
+//! inserts, purges, idempotency records on PostgreSQL) go through a second pool whose commits
+//! do not wait for the disk; see `Durability` in this module's source.
 
 mod audit;
 mod backups;
@@ -390,8 +390,8 @@ async fn open_pool(
 /// Whether a commit must reach disk before it is acknowledged.
 ///
 /// Relaxed is for writes whose loss in a crash is harmless: a lost ticket cannot be claimed
-/// (fails closed); a lost rate-limit hit admits one more request; a lost idempotency claim
-/// is only possible if the request never reached its first durable commit (its ticket claim
+/// (fails closed); a lost purge of full rate-limit buckets changes nothing; a lost
+/// idempotency claim is only possible if the request never reached its first durable commit (its ticket claim
 /// or record write), so it had no effect; a lost completion leaves the record running, which
 /// retries see as in progress and then expired, never as a licence to run again. PostgreSQL
 /// flushes asynchronous commits within a few hundred milliseconds anyway; SQLite in WAL mode

@@ -1,5 +1,5 @@
 //! One-time tickets (stored when issued, claimed exactly once) and the shared rate-limit
-//! counters.
+//! buckets.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -56,7 +56,7 @@ impl RateLimitHit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TicketAdmission {
-    /// Every count is within its limit; the ticket is recorded, already claimed by the caller.
+    /// Every bucket had an operation to give; the ticket is recorded, already claimed.
     Claimed,
     /// A bucket is empty; no ticket was recorded and no bucket was taken from.
     RateLimited {
