@@ -389,13 +389,13 @@ async fn open_pool(
 
 /// Whether a commit must reach disk before it is acknowledged.
 ///
-/// Relaxed is for writes whose loss in a crash is harmless: a lost ticket cannot be claimed
-/// (fails closed); a lost purge of full rate-limit buckets changes nothing; a lost
-/// idempotency claim is only possible if the request never reached its first durable commit (its ticket claim
-/// or record write), so it had no effect; a lost completion leaves the record running, which
-/// retries see as in progress and then expired, never as a licence to run again. PostgreSQL
-/// flushes asynchronous commits within a few hundred milliseconds anyway; SQLite in WAL mode
-/// with `synchronous = NORMAL` loses them only to an OS crash or power cut, not a process crash.
+/// Relaxed is for writes whose loss in a crash is harmless: a lost ticket cannot be claimed (fails
+/// closed); a lost purge of full rate-limit buckets changes nothing; a lost idempotency claim is
+/// only possible if the request never reached its first durable commit (its ticket claim or record
+/// write), so it had no effect; a lost completion leaves the record running, which retries see as
+/// in progress and then expired, never as a licence to run again. PostgreSQL flushes asynchronous
+/// commits within a few hundred milliseconds anyway; SQLite in WAL mode with `synchronous = NORMAL`
+/// loses them only to an OS crash or power cut, not a process crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Durability {
     /// Wait for the log flush: the default.
