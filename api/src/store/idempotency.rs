@@ -7,8 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::oneshot;
 
-use super::tickets::{ROWS_PER_STATEMENT, values_sql};
-use super::writer::{self, Job};
+use super::writer::{self, Job, ROWS_PER_STATEMENT, values_sql};
 use super::{Backend, Store, StoreError};
 
 /// A completed response is replayed for this long after it was stored (5 minutes).
@@ -361,6 +360,16 @@ mod tests {
         }
     }
 
+    /// What `begin_in` answered each of `begins`, every record readable.
+    async fn begun(tx: &mut Transaction<'static, Any>, begins: &[Begin]) -> Vec<IdempotencyBegin> {
+        begin_in(tx, begins)
+            .await
+            .expect("begins")
+            .into_iter()
+            .map(|b| b.expect("a readable record"))
+            .collect()
+    }
+
     /// One batch as the writer runs it: the first begin of a key starts it, a later begin of
     /// that key in the same batch meets it running (or mismatched), and a completion queued
     /// before a retry lets the retry replay.
@@ -373,7 +382,7 @@ mod tests {
         .await
         .expect("store");
         let mut tx = store.pool().begin().await.expect("tx");
-        let got = begin_in(
+        let got = begun(
             &mut tx,
             &[
                 begin("a", 1, 10),
@@ -382,11 +391,7 @@ mod tests {
                 begin("b", 1, 10),
             ],
         )
-        .await
-        .expect("begins")
-        .into_iter()
-        .map(|b| b.expect("a readable record"))
-        .collect::<Vec<_>>();
+        .await;
         assert_eq!(
             got,
             vec![
@@ -408,12 +413,7 @@ mod tests {
             .await
             .expect("completes");
         assert_eq!(done, vec![true, false]);
-        let got = begin_in(&mut tx, &[begin("a", 1, 30), begin("b", 1, 30)])
-            .await
-            .expect("retries")
-            .into_iter()
-            .map(|b| b.expect("a readable record"))
-            .collect::<Vec<_>>();
+        let got = begun(&mut tx, &[begin("a", 1, 30), begin("b", 1, 30)]).await;
         assert_eq!(
             got,
             vec![

@@ -4,11 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use enclosure_policy::rate::{RateDecision, RateLimit};
-
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::oneshot;
 
-use super::writer::{self, Job};
+use super::writer::{self, Job, ROWS_PER_STATEMENT, values_sql};
 use super::{Backend, Durability, Store, StoreError, check_owner, role};
 
 /// A ticket as the api records it when issuing it; the MAC and nonce stay with the ticket.
@@ -182,12 +181,7 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
 
-/// Rows per multi-row statement in [`admit_in`] (at most 9 parameters each).
-pub(super) const ROWS_PER_STATEMENT: usize = 64;
-
-impl Store {
     /// Takes one operation from each bucket of `hits` and, if none is empty, records `ticket`
     /// already claimed (`used_at_ms = now_ms`): the rate limits, [`Store::insert_ticket`] and
     /// [`Store::claim_ticket`] in one step, for a ticket this process has just issued.
@@ -271,22 +265,6 @@ fn check_ticket(t: &TicketRecord) -> Result<(), StoreError> {
         ));
     }
     Ok(())
-}
-
-/// `PREFIX ($1, …, $columns), (…)` for `rows` rows.
-pub(super) fn values_sql(prefix: &str, columns: usize, rows: usize) -> String {
-    let mut sql = String::from(prefix);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { " (" } else { ", (" });
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", r * columns + c + 1));
-        }
-        sql.push(')');
-    }
-    sql
 }
 
 /// Runs a batch's admissions inside the writer's transaction `tx` and answers each, in order.

@@ -6,9 +6,9 @@
 //! writes every request must make durably — ticket admissions and claims, audit appends — are
 //! queued to this task. It takes everything queued (up to [`MAX_BATCH`] jobs), runs them in
 //! ONE transaction and answers each caller after the commit. Under load, batches grow and the
-//! disk waits are shared, and so are the statements: a batch's admissions cost one counter
-//! upsert and one ticket insert between them, whatever their number (see
-//! `tickets::admit_in`). With no load, a job costs one short transaction as before.
+//! disk waits are shared, and so are the statements: a batch's admissions cost one read of
+//! their rate-limit buckets, one write-back and one ticket insert between them, whatever their
+//! number (see `tickets::admit_in`). With no load, a job costs one short transaction as before.
 //!
 //! Every job is a statement that cannot fail on its data (an UPDATE whose WHERE clause already
 //! excludes what the table's guards refuse, an insert the store validated and that skips a
@@ -16,8 +16,8 @@
 //! abort the batch of others. If the transaction fails anyway (the database is gone), every
 //! job in it gets [`StoreError::GroupCommit`] and nothing of it is recorded.
 //!
-//! Lock order, identical in every process so batches cannot deadlock: rate-limit counters by
-//! (bucket, window), then ticket rows by id, then the audit chain head. On SQLite (one write
+//! Lock order, identical in every process so batches cannot deadlock: rate-limit buckets by
+//! name, then ticket rows by id, then the audit chain head. On SQLite (one write
 //! lock per file, so no order to keep) idempotency records join the batch too, before the
 //! rest: a request's claim of its Idempotency-Key and the storing of its response are then
 //! statements in a shared transaction instead of a commit each.
@@ -66,6 +66,25 @@ pub(super) enum Job {
         complete: Complete,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+}
+
+/// Rows per multi-row statement of a batch step (at most 9 parameters each).
+pub(super) const ROWS_PER_STATEMENT: usize = 64;
+
+/// `PREFIX ($1, …, $columns), (…)` for `rows` rows: a batch step's multi-row VALUES list.
+pub(super) fn values_sql(prefix: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::from(prefix);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { " (" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Starts the writer; it ends when every sender (every `Store` clone) is gone.
